@@ -1,0 +1,3 @@
+from inferno.cli import main
+
+main()

@@ -1,0 +1,158 @@
+"""The ``inferno`` command: thin commands over the packages. ``python -m inferno`` is the same."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from inferno.errors import InfernoError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Make a trained model fast and dependable in production, measured on your hardware.")
+err = Console(stderr=True)
+out = Console()
+_state: dict[str, bool] = {"debug": False}
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False) -> None:
+    _state["debug"] = debug
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def hardware(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """What this machine has for inference: CPU ISA, memory, GPUs, runtimes."""
+    from inferno.hardware import detect
+
+    info = detect()
+    if as_json:
+        print(json.dumps(info.to_dict(), indent=2))
+        return
+    table = Table(show_header=False, box=None)
+    cpu = info.cpu
+    table.add_row("CPU", f"{cpu.model} ({cpu.architecture})")
+    table.add_row("cores", f"{cpu.physical_cores} physical, {cpu.logical_cores} logical, {cpu.usable_cores} usable")
+    table.add_row("ISA", ", ".join(f"{k}{'' if v else ' ✗'}" for k, v in cpu.features.items()))
+    table.add_row("INT8 dot product", "yes (VNNI/AMX)" if cpu.int8_accelerated else "no")
+    table.add_row("BF16", "yes" if cpu.bf16_accelerated else "no")
+    table.add_row("memory", f"{info.memory_gb} GiB")
+    gpus = "; ".join(f"{g.name} {g.memory_mb} MiB cc {g.compute_capability}" for g in info.gpus)
+    table.add_row("CUDA GPUs", gpus or "none")
+    table.add_row("ONNX Runtime EPs", ", ".join(info.ort_providers) or "onnxruntime not installed")
+    table.add_row("OpenVINO devices", ", ".join(info.openvino_devices) or "openvino not installed")
+    for note in info.notes:
+        table.add_row("note", note)
+    out.print(table)
+
+
+@app.command()
+def accelerate(
+    model: Annotated[str, typer.Argument(help="Bundled name (minilm, digits), .onnx/TorchScript/.pt2 file, "
+                                               "package.module:attr, or a pickle with --trust.")] = "minilm",
+    budget: Annotated[str | None, typer.Option(help="Accuracy budget: '1%', 'cosine_mean=0.995,cosine_min=0.97'.")] = None,
+    objective: Annotated[str, typer.Option(help="Rank by 'throughput' (at --batch-size) or 'latency' (batch-1 p50).")] = "throughput",
+    batch_size: Annotated[int, typer.Option(help="Serving batch size for throughput.")] = 32,
+    threads: Annotated[int | None, typer.Option(help="Runtime threads (default: all cores).")] = None,
+    repository: Annotated[Path, typer.Option(help="Model repository folder.")] = Path("model_repository"),
+    data: Annotated[Path | None, typer.Option(help="Evaluation data .npz (arrays named like inputs, optional 'labels').")] = None,
+    trust: Annotated[bool, typer.Option(help="Allow loading a pickle (it can run arbitrary code).")] = False,
+    task: Annotated[str | None, typer.Option(help="Override the task: classification, embedding, regression, other.")] = None,
+    name: Annotated[str | None, typer.Option(help="Name in the repository (default: the model's).")] = None,
+    variants: Annotated[str | None, typer.Option(help="Comma-separated recipes to build (default: all that apply).")] = None,
+    runtimes: Annotated[str | None, typer.Option(help="Comma-separated runtimes (default: all installed).")] = None,
+    repeats: Annotated[int, typer.Option(help="Timed repetitions per measurement.")] = 20,
+    max_samples: Annotated[int | None, typer.Option(help="Use at most this many evaluation samples.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+) -> None:
+    """Build optimized variants, measure each on every runtime, keep the fastest within budget."""
+    from inferno.config import parse_budget
+    from inferno.tuning import accelerate as run
+    from inferno.tuning.render import rows, summary
+
+    settings: dict[str, Any] = {"objective": objective, "batch_size": batch_size, "repeats": repeats,
+                                "max_eval_samples": max_samples}
+    if budget is not None:
+        settings["budget"] = parse_budget(budget)
+    if threads is not None:
+        settings["threads"] = threads
+    if variants:
+        settings["variants"] = _recipes(variants)
+    if runtimes:
+        settings["runtimes"] = tuple(r.strip() for r in runtimes.split(",") if r.strip())
+    with _progress() as progress:
+        task_id = progress.add_task("loading the model", total=None)
+
+        def update(what: str, done: int, total: int) -> None:
+            progress.update(task_id, description=what, completed=done, total=total)
+
+        report = run(model, repository=repository, trust=trust, data=data, task=task, name=name,
+                     progress=update, **settings)
+    if as_json:
+        print(report.to_json())
+        return
+    table = Table(title=f"inferno accelerate: {report.model} — {report.evaluation['source']}")
+    from inferno.tuning.render import COLUMNS
+
+    for column in COLUMNS:
+        table.add_column(column, justify="left" if column in ("variant", "runtime", "precision", "fidelity") else "right")
+    for row in rows(report):
+        table.add_row(*row)
+    out.print(table)
+    out.print(summary(report))
+    out.print(f"plan saved to {report.chosen.path}")
+
+
+def _recipes(text: str) -> tuple[str, ...]:
+    from inferno.errors import ConfigError
+    from inferno.tuning.recipes import RECIPES
+
+    names = tuple(v.strip() for v in text.split(",") if v.strip())
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        raise ConfigError(f"--variants: unknown {unknown}; expected some of {', '.join(RECIPES)}")
+    return names
+
+
+def _progress() -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                    TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                    console=err, transient=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user mistakes are one line on stderr and exit code 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except InfernoError as exc:
+        if _state["debug"]:
+            err.print_exception()
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        if _state["debug"]:
+            raise
+        err.print(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+                  markup=False, highlight=False, soft_wrap=True)
+        sys.exit(1)

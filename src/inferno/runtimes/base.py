@@ -1,0 +1,92 @@
+"""The ``Runtime`` interface: load a model artifact, warm up, run feeds, close.
+
+Runtimes register in ``RUNTIMES`` by name. Each says whether it can run here
+(``available``) and whether it can run a given artifact (``supports``); nothing falls back
+silently: the provider actually used is exposed by ``provider``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+Feeds = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """What a runtime loads: an ONNX file, or for the eager baseline a torch module factory."""
+
+    onnx_path: Path | None
+    input_names: tuple[str, ...]
+    graph_precision: str = "fp32"
+    """Precision the graph was rewritten to (``fp32``, ``int8``, ``fp16``)."""
+    compute_precision: str = "fp32"
+    """Precision the runtime should compute in: ``bf16`` asks for BF16 execution of an FP32 graph."""
+    torch_factory: Callable[[], Any] | None = None
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    threads: int = 1
+    provider: str | None = None
+    """Execution provider or device to use; None picks the runtime's CPU default."""
+
+
+class Runtime(ABC):
+    """One way of executing a model. Lifecycle: ``load`` → ``warmup`` → ``run``* → ``close``."""
+
+    name: ClassVar[str]
+
+    def __init__(self, settings: RuntimeSettings) -> None:
+        self.settings = settings
+
+    @classmethod
+    @abstractmethod
+    def available(cls) -> bool:
+        """Cheap check, called before anything else: is the package importable here?"""
+
+    @classmethod
+    @abstractmethod
+    def supports(cls, artifact: Artifact) -> bool:
+        """Called before ``load``: can this runtime execute the artifact as requested?"""
+
+    @abstractmethod
+    def load(self, artifact: Artifact) -> None:
+        """Called once: build the session/compiled model.
+
+        Raises:
+            RuntimeUnavailableError: when the requested provider cannot be used.
+        """
+
+    def warmup(self, feeds: Feeds, runs: int = 3) -> None:
+        """Called after ``load`` and before any timed ``run``."""
+        for _ in range(runs):
+            self.run(feeds)
+
+    @abstractmethod
+    def run(self, feeds: Feeds) -> list[np.ndarray]:
+        """Execute once; return the outputs in signature order. Safe to call from a worker thread."""
+
+    def close(self) -> None:
+        """Release the session; called once at the end."""
+
+    @property
+    def provider(self) -> str:
+        """The execution provider or device actually in use."""
+        return "CPU"
+
+
+RUNTIMES: dict[str, type[Runtime]] = {}
+
+R = TypeVar("R", bound=type[Runtime])
+
+
+def register(cls: R) -> R:
+    RUNTIMES[cls.name] = cls
+    return cls

@@ -1,0 +1,331 @@
+"""``accelerate``: build variants, measure each on every runtime, choose under the budget, save.
+
+The flow: load the model → encode the evaluation data once → reference outputs (PyTorch
+eager FP32 when the source module exists, else ONNX Runtime FP32) → build variants → measure
+variant × runtime → choose the fastest within budget → write the version folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+import inferno
+from inferno.config import AccelerateConfig
+from inferno.errors import ConfigError, InfernoError
+from inferno.hardware import HardwareInfo, detect
+from inferno.models.model import Model
+from inferno.models.zoo import DEFAULT
+from inferno.passes import PassContext
+from inferno.repository import MODEL_FILE, check_name, write_version
+from inferno.runtimes import RUNTIMES, Artifact, Feeds, RuntimeSettings
+from inferno.tuning.measure import PeakMemory, encode_batches, run_outputs, time_runtime
+from inferno.tuning.metrics import fidelity, within_budget
+from inferno.tuning.render import plot, to_markdown
+from inferno.tuning.report import Chosen, Measurement, Report
+from inferno.tuning.variants import Variant, build_variants, select_recipes
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, int, int], None]
+"""Called as work advances: (what is happening, steps done, steps in all)."""
+
+BASELINE_RUNTIME = "torch"
+CALIBRATION_SAMPLES = 128
+
+
+@dataclass
+class _Inputs:
+    """The evaluation data encoded once, shared by every measurement."""
+
+    batches: list[Feeds]
+    timing_batches: list[Feeds]
+    singles: list[Feeds]
+    labels: np.ndarray | None
+    output_index: int
+
+
+def accelerate(
+    model: str | Model = DEFAULT,
+    *,
+    repository: str | Path = "model_repository",
+    config: AccelerateConfig | None = None,
+    trust: bool = False,
+    data: str | Path | None = None,
+    task: str | None = None,
+    name: str | None = None,
+    progress: ProgressFn | None = None,
+    **settings: Any,
+) -> Report:
+    """Optimize ``model``, measure every variant on every runtime, save the winner.
+
+    Args:
+        model: a bundled name (``minilm``, ``digits``), a path, ``package.module:attr``, or a Model.
+        repository: the model repository folder; the plan goes to ``<repository>/<name>/<version>``.
+        config: all settings at once; or pass them as keyword ``settings`` (see AccelerateConfig).
+        trust: allow loading pickles (runs code from the file).
+        data: an ``.npz`` of evaluation inputs named like the model's inputs (plus ``labels``).
+        task: override the inferred task (``classification``, ``embedding``, ...).
+        name: the model's name in the repository.
+        progress: callback for progress displays.
+
+    Returns:
+        The Report; ``report.chosen.path`` is the saved version folder.
+
+    Raises:
+        InfernoError: a bad model, data or setting (the message says which).
+    """
+    started = time.perf_counter()
+    cfg = _config(config, settings)
+    loaded = model if isinstance(model, Model) else _load(model, trust, data, task, name)
+    model_name = check_name(name or loaded.name)
+    hardware = detect()
+    inputs = _encode(loaded, cfg)
+    notify = progress or (lambda *_: None)
+    with tempfile.TemporaryDirectory(prefix="inferno-") as tmp:
+        ctx = PassContext(
+            hardware=hardware, calibration=_calibration(loaded), threads=cfg.threads,
+            model_type=loaded.architecture.get("model_type"),
+            attributes={k: v for k, v in loaded.architecture.items() if isinstance(v, int)},
+        )
+        recipes = select_recipes(loaded, cfg.variants)
+        runtimes = _runtimes(cfg)
+        total = len(recipes) + len(recipes) * len(runtimes) + 2
+        step = _Counter(notify, total)
+        reference, ref_metrics, baseline = _reference(loaded, inputs, cfg, step)
+        variants, skipped = build_variants(recipes, loaded, ctx, Path(tmp), step)
+        measured = [
+            _measure(loaded, v, rt, inputs, reference, ref_metrics, cfg, step)
+            for v in variants for rt in runtimes if _runs(rt, v)
+        ]
+        measured = _with_speedups(measured, baseline, cfg.objective)
+        baseline = _with_speedups([baseline], baseline, cfg.objective)[0] if baseline else None
+        best, reason = choose(measured, cfg.objective)
+        step("saving the plan")
+        chosen_variant = next(v for v in variants if v.name == best.variant)
+        report = _report(loaded, cfg, hardware, inputs, ref_metrics, baseline, measured, best,
+                         reason, skipped, started)
+        folder = write_version(
+            Path(repository), model_name,
+            lambda staging, final: _fill(staging, final, loaded, chosen_variant, report, cfg),
+        )
+    return Report.load(folder / "report.json")
+
+
+class _Counter:
+    def __init__(self, notify: ProgressFn, total: int) -> None:
+        self.notify, self.total, self.done = notify, total, 0
+
+    def __call__(self, what: str) -> None:
+        self.notify(what, self.done, self.total)
+        self.done += 1
+
+
+def _config(config: AccelerateConfig | None, settings: dict[str, Any]) -> AccelerateConfig:
+    try:
+        if config is None:
+            return AccelerateConfig(**settings)
+        return config.model_copy(update=settings) if settings else config
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"setting {field!r}: {err['msg']} (got {err.get('input')!r})") from exc
+
+
+def _load(ref: str, trust: bool, data: str | Path | None, task: str | None, name: str | None) -> Model:
+    from inferno.models.loaders import load_model
+    from inferno.models.signature import Task
+
+    try:
+        task_value = Task(task) if task else None
+    except ValueError as exc:
+        raise ConfigError(f"--task {task!r}: expected one of {', '.join(t.value for t in Task)}") from exc
+    return load_model(ref, trust=trust, data=Path(data) if data else None, task=task_value, name=name)
+
+
+def _encode(model: Model, cfg: AccelerateConfig) -> _Inputs:
+    data = model.eval_data.take(cfg.max_eval_samples)
+    if len(data) == 0:
+        raise ConfigError(f"model {model.name!r}: the evaluation data is empty")
+    batches = encode_batches(model, data, cfg.batch_size)
+    model.signature.check_feeds(batches[0])
+    full = [b for b in batches if len(next(iter(b.values()))) == cfg.batch_size]
+    singles = encode_batches(model, data.take(max(cfg.repeats, 1)), 1)
+    return _Inputs(batches, full or batches[:1], singles, data.labels, model.signature.primary_output())
+
+
+def _calibration(model: Model) -> list[Feeds]:
+    data = model.calibration_data.take(CALIBRATION_SAMPLES)
+    batch = 1 if model.is_text else 16  # text: no padding mixed into the ranges
+    return encode_batches(model, data, batch)
+
+
+def _runtimes(cfg: AccelerateConfig) -> list[str]:
+    names = cfg.runtimes or tuple(n for n in RUNTIMES if n != BASELINE_RUNTIME)
+    unknown = [n for n in names if n not in RUNTIMES]
+    if unknown:
+        raise ConfigError(f"unknown runtime(s) {unknown}; expected some of {sorted(RUNTIMES)}")
+    return [n for n in names if RUNTIMES[n].available() and n != BASELINE_RUNTIME]
+
+
+def _artifact(model: Model, variant: Variant | None) -> Artifact:
+    names = model.signature.input_names
+    if variant is None:
+        return Artifact(None, names, torch_factory=model.torch_factory)
+    graph = "fp32" if variant.precision == "bf16" else variant.precision
+    compute = "bf16" if variant.precision == "bf16" else "fp32"
+    return Artifact(variant.path, names, graph, compute)
+
+
+def _runs(runtime: str, variant: Variant) -> bool:
+    if variant.ort_only and runtime != "onnxruntime":
+        return False
+    return RUNTIMES[runtime].supports(_artifact_for_check(variant))
+
+
+def _artifact_for_check(variant: Variant) -> Artifact:
+    graph = "fp32" if variant.precision == "bf16" else variant.precision
+    return Artifact(variant.path, (), graph, "bf16" if variant.precision == "bf16" else "fp32")
+
+
+def _run_one(runtime_name: str, artifact: Artifact, inputs: _Inputs,
+             cfg: AccelerateConfig) -> tuple[np.ndarray, dict[str, float], str]:
+    """Load, run the accuracy pass, time; return (outputs, timing figures, provider)."""
+    runtime = RUNTIMES[runtime_name](RuntimeSettings(threads=cfg.threads))
+    with PeakMemory() as memory:
+        runtime.load(artifact)
+        try:
+            outputs = run_outputs(runtime, inputs.batches, inputs.output_index)
+            p50, p99, throughput = time_runtime(
+                runtime, inputs.singles, inputs.timing_batches, cfg.repeats, cfg.warmup
+            )
+        finally:
+            provider = runtime.provider
+            runtime.close()
+    timing = {"latency_ms_p50": p50, "latency_ms_p99": p99, "throughput_per_s": throughput,
+              "peak_memory_mb": memory.peak_mb}
+    return outputs, timing, provider
+
+
+def _reference(model: Model, inputs: _Inputs, cfg: AccelerateConfig, step: _Counter,
+               ) -> tuple[np.ndarray, dict[str, Any], Measurement | None]:
+    """Reference outputs: PyTorch eager FP32 (also the baseline) when possible, else ORT FP32."""
+    step("measuring the PyTorch eager baseline")
+    torch_rt = RUNTIMES[BASELINE_RUNTIME]
+    if model.torch_factory is not None and torch_rt.available():
+        outputs, timing, provider = _run_one(BASELINE_RUNTIME, _artifact(model, None), inputs, cfg)
+        metrics = fidelity(model.task, outputs, outputs, inputs.labels)
+        baseline = Measurement(
+            "fp32", BASELINE_RUNTIME, provider, "fp32", "PyTorch eager, the source module",
+            metrics=metrics, within_budget=True, **timing,
+        )
+        return outputs, {"runtime": "PyTorch eager FP32", "metrics": metrics}, baseline
+    artifact = Artifact(model.onnx_path, model.signature.input_names)
+    outputs, _, _ = _run_one("onnxruntime", artifact, inputs, cfg)
+    metrics = fidelity(model.task, outputs, outputs, inputs.labels)
+    return outputs, {"runtime": "ONNX Runtime FP32 (no PyTorch source)", "metrics": metrics}, None
+
+
+def _measure(model: Model, variant: Variant, runtime: str, inputs: _Inputs, reference: np.ndarray,
+             ref: dict[str, Any], cfg: AccelerateConfig, step: _Counter) -> Measurement:
+    step(f"measuring {variant.name} on {runtime}")
+    base = Measurement(variant.name, runtime, "", variant.precision, variant.description,
+                       size_mb=variant.size_mb)
+    try:
+        outputs, timing, provider = _run_one(runtime, _artifact(model, variant), inputs, cfg)
+    except InfernoError as exc:
+        return replace(base, error=str(exc))
+    except Exception as exc:  # a runtime rejecting this graph: record it, measure the rest
+        log.warning("%s on %s failed", variant.name, runtime, exc_info=True)
+        return replace(base, error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+    metrics = fidelity(model.task, outputs, reference, inputs.labels)
+    return replace(base, provider=provider, metrics=metrics,
+                   within_budget=within_budget(metrics, ref["metrics"], cfg.budget), **timing)
+
+
+def _with_speedups(measured: list[Measurement], baseline: Measurement | None,
+                   objective: str) -> list[Measurement]:
+    anchor = baseline or next(
+        (m for m in measured if m.ok and m.variant == "fp32" and m.runtime == "onnxruntime"), None
+    )
+    if anchor is None:
+        return measured
+    def speedup(m: Measurement) -> float | None:
+        if not m.ok:
+            return None
+        if objective == "latency":
+            return anchor.latency_ms_p50 / m.latency_ms_p50
+        return m.throughput_per_s / anchor.throughput_per_s
+    return [replace(m, speedup=speedup(m)) for m in measured]
+
+
+def choose(measured: list[Measurement], objective: str) -> tuple[Measurement, str]:
+    """The fastest variant within budget; else the FP32 reference on its fastest runtime."""
+    def speed(m: Measurement) -> float:
+        return m.throughput_per_s if objective == "throughput" else -m.latency_ms_p50
+    ok = [m for m in measured if m.ok]
+    within = [m for m in ok if m.within_budget]
+    if within:
+        best = max(within, key=speed)
+        return best, f"fastest by {objective} of {len(within)} variant(s) within budget"
+    fp32 = [m for m in ok if m.variant == "fp32"]
+    if not fp32:
+        raise InfernoError("no variant could be measured, not even the FP32 reference; see the log")
+    return max(fp32, key=speed), "no variant met the budget: the FP32 reference is kept on its fastest runtime"
+
+
+def _report(model: Model, cfg: AccelerateConfig, hardware: HardwareInfo, inputs: _Inputs,
+            ref: dict[str, Any], baseline: Measurement | None, measured: list[Measurement],
+            best: Measurement, reason: str, skipped: dict[str, str], started: float) -> Report:
+    data = model.eval_data.take(cfg.max_eval_samples)
+    chosen = Chosen(best.variant, best.runtime, best.provider, best.precision,
+                    best.throughput_per_s, best.latency_ms_p50, best.metrics,
+                    best.within_budget, best.speedup, "", reason)
+    return Report(
+        model=model.name, source=model.source, task=model.task.value, objective=cfg.objective,
+        batch_size=cfg.batch_size, threads=cfg.threads, budget=cfg.budget.model_dump(),
+        evaluation={"source": data.source, "samples": len(data), "synthetic": data.synthetic,
+                    "labels": inputs.labels is not None},
+        reference=ref, hardware=hardware.to_dict(), baseline=baseline, variants=tuple(measured),
+        chosen=chosen, skipped=skipped, duration_s=time.perf_counter() - started,
+        inferno_version=inferno.__version__,
+    )
+
+
+def _fill(staging: Path, final: Path, model: Model, variant: Variant, report: Report,
+          cfg: AccelerateConfig) -> None:
+    from inferno.models.zoo.cache import sha256_file
+    from inferno.plan import Plan
+
+    report = replace(report, chosen=replace(report.chosen, path=str(final.resolve())),
+                     duration_s=report.duration_s)
+    shutil.copyfile(variant.path, staging / MODEL_FILE)
+    for file_name, source in model.preprocessor.files().items():
+        shutil.copyfile(source, staging / file_name)
+    c = report.chosen
+    plan = Plan(
+        name=final.parent.name, variant=c.name, passes=variant.passes, runtime=c.runtime,
+        provider=c.provider, threads=cfg.threads, graph_precision=_artifact(model, variant).graph_precision,
+        compute_precision=_artifact(model, variant).compute_precision, task=model.task.value,
+        signature=model.signature.to_dict(), preprocessor=model.preprocessor.to_dict(),
+        metrics=c.metrics, within_budget=c.within_budget, budget=report.budget,
+        objective=cfg.objective, batch_size=cfg.batch_size, throughput_per_s=c.throughput_per_s,
+        latency_ms_p50=c.latency_ms_p50, source=model.source,
+        model_sha256=sha256_file(staging / MODEL_FILE), inferno_version=inferno.__version__,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        notes=() if c.within_budget else (c.reason,),
+    )
+    (staging / "plan.json").write_text(plan.to_json())
+    (staging / "report.json").write_text(report.to_json())
+    (staging / "report.md").write_text(to_markdown(report))
+    plot(report, staging / "report.png")

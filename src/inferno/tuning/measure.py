@@ -1,0 +1,91 @@
+"""Measure one variant on one runtime: latency, throughput, size, peak memory, outputs.
+
+Timing: warm up first, then repeat and take medians. Latency is batch 1 over real samples
+(one at a time, each at its own length); throughput runs real batches of the serving size,
+each padded only to its longest sample.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import psutil
+
+from inferno.models.model import EvalData, Model
+from inferno.runtimes.base import Feeds, Runtime
+
+
+@dataclass(frozen=True)
+class Timing:
+    latency_ms_p50: float
+    latency_ms_p99: float
+    throughput_per_s: float
+    peak_memory_mb: float
+    load_s: float
+
+
+class PeakMemory:
+    """Samples this process's RSS in a thread; ``peak_mb`` is the rise above the start."""
+
+    def __init__(self, interval_s: float = 0.005) -> None:
+        self._proc = psutil.Process()
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._base = self._peak = self._proc.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._peak = max(self._peak, self._proc.memory_info().rss)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._peak = max(self._peak, self._proc.memory_info().rss)
+
+    @property
+    def peak_mb(self) -> float:
+        return (self._peak - self._base) / 2**20
+
+
+def encode_batches(model: Model, data: EvalData, batch_size: int) -> list[Feeds]:
+    return [model.preprocessor.encode(batch) for batch in data.batches(batch_size)]
+
+
+def run_outputs(runtime: Runtime, batches: Sequence[Feeds], output_index: int) -> np.ndarray:
+    """Run every batch and stack the chosen output (the accuracy pass)."""
+    return np.concatenate([runtime.run(feeds)[output_index] for feeds in batches])
+
+
+def time_runtime(runtime: Runtime, singles: Sequence[Feeds], batches: Sequence[Feeds],
+                 repeats: int, warmup: int) -> tuple[float, float, float]:
+    """(p50 ms, p99 ms) at batch 1 and samples/s at the serving batch size."""
+    for feeds in list(singles[:warmup]) + list(batches[:warmup]):
+        runtime.run(feeds)
+    latencies = []
+    for i in range(repeats):
+        feeds = singles[i % len(singles)]
+        start = time.perf_counter()
+        runtime.run(feeds)
+        latencies.append((time.perf_counter() - start) * 1e3)
+    samples = sum(len(next(iter(f.values()))) for f in batches)
+    rounds = max(3, repeats // max(1, len(batches)))
+    durations = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for feeds in batches:
+            runtime.run(feeds)
+        durations.append(time.perf_counter() - start)
+    return (
+        float(np.percentile(latencies, 50)),
+        float(np.percentile(latencies, 99)),
+        samples / float(np.median(durations)),
+    )

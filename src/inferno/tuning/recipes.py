@@ -1,0 +1,57 @@
+"""Recipes: named sequences of passes that each produce one candidate variant.
+
+A recipe is data, not code: adding a candidate means adding a line to ``RECIPES``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    steps: tuple[tuple[str, dict[str, Any]], ...]
+    """(pass name, options) applied in order to the FP32 graph."""
+    precision: str
+    """Precision of the result: fp32, int8, mixed, bf16, fp16."""
+    description: str
+    tags: frozenset[str] = field(default_factory=frozenset)
+    """``text`` / ``vision``: only built for models of that kind; empty = any."""
+
+
+def _r(name: str, steps: list[tuple[str, dict[str, Any]]], precision: str, description: str,
+       tags: tuple[str, ...] = ()) -> Recipe:
+    return Recipe(name, tuple(steps), precision, description, frozenset(tags))
+
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in [
+        _r("fp32", [], "fp32", "the FP32 reference graph as exported"),
+        _r("fp32-optimized", [("graph_optimization", {"level": "extended"})], "fp32",
+           "ONNX Runtime graph optimizations applied offline"),
+        _r("fp32-fused", [("transformer_fusion", {})], "fp32",
+           "transformer fusions (attention, skip-layernorm, bias-gelu)", ("text",)),
+        _r("int8-dynamic", [("int8_dynamic", {"per_channel": False})], "int8",
+           "dynamic INT8 MatMul, per-tensor weights"),
+        _r("int8-dynamic-pc", [("int8_dynamic", {"per_channel": True})], "int8",
+           "dynamic INT8 MatMul, per-channel weights"),
+        _r("fused-int8-dynamic-pc",
+           [("transformer_fusion", {"attention": False}), ("int8_dynamic", {"per_channel": True})],
+           "int8", "skip-layernorm/gelu fusions, then dynamic INT8 per-channel", ("text",)),
+        _r("int8-static-minmax", [("int8_static", {"method": "minmax"})], "int8",
+           "static INT8 QDQ, MinMax calibration"),
+        _r("int8-static-entropy", [("int8_static", {"method": "entropy"})], "int8",
+           "static INT8 QDQ, entropy calibration", ("vision",)),
+        _r("int8-static-percentile", [("int8_static", {"method": "percentile"})], "int8",
+           "static INT8 QDQ, percentile calibration"),
+        _r("int8-mixed", [("mixed_precision", {"base": "dynamic"})], "mixed",
+           "dynamic INT8 keeping the most error-sensitive MatMuls in FP32", ("text",)),
+        _r("int8-mixed-static", [("mixed_precision", {"base": "static"})], "mixed",
+           "static INT8 keeping the most error-sensitive nodes in FP32", ("vision",)),
+        _r("bf16", [("bf16", {})], "bf16", "FP32 graph computed in BF16 by the runtime"),
+        _r("fp16", [("fp16", {})], "fp16", "FP16 graph with FP32 inputs/outputs (GPU only)"),
+    ]
+}

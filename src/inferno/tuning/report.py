@@ -1,0 +1,96 @@
+"""The results of one ``accelerate`` run: every measurement, the choice, and why."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One variant on one runtime. ``error`` is set when it could not be built or run."""
+
+    variant: str
+    runtime: str
+    provider: str
+    precision: str
+    description: str = ""
+    size_mb: float = 0.0
+    latency_ms_p50: float = 0.0
+    latency_ms_p99: float = 0.0
+    throughput_per_s: float = 0.0
+    peak_memory_mb: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+    within_budget: bool = False
+    speedup: float | None = None
+    """Throughput (or for ``--objective latency``, batch-1 p50) relative to the baseline."""
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def key(self) -> str:
+        return f"{self.variant}@{self.runtime}"
+
+
+@dataclass(frozen=True)
+class Chosen:
+    name: str
+    runtime: str
+    provider: str
+    precision: str
+    throughput_per_s: float
+    latency_ms_p50: float
+    metrics: dict[str, float]
+    within_budget: bool
+    speedup: float | None
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Report:
+    model: str
+    source: str
+    task: str
+    objective: str
+    batch_size: int
+    threads: int
+    budget: dict[str, float]
+    evaluation: dict[str, Any]
+    """Where the evaluation data came from, how many samples, whether synthesized."""
+    reference: dict[str, Any]
+    """Which run produced the reference outputs, and its own metrics (e.g. accuracy on labels)."""
+    hardware: dict[str, Any]
+    baseline: Measurement | None
+    variants: tuple[Measurement, ...]
+    chosen: Chosen
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Recipes not built, with the reason (pass does not apply, build failed)."""
+    duration_s: float = 0.0
+    inferno_version: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        data = dict(data)
+        base = data.pop("baseline")
+        return cls(
+            baseline=Measurement(**base) if base else None,
+            variants=tuple(Measurement(**m) for m in data.pop("variants")),
+            chosen=Chosen(**data.pop("chosen")),
+            **data,
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> Report:
+        return cls.from_dict(json.loads(Path(path).read_text()))
