@@ -41,7 +41,7 @@ class PassContext:
     threads: int = 1
 
 
-O = TypeVar("O", bound=PassOptions)
+O = TypeVar("O", bound=PassOptions)  # noqa: E741 (the conventional TypeVar name)
 
 
 class Pass(ABC):

@@ -1,0 +1,47 @@
+"""Optimization passes: each an ONNX-to-ONNX rewrite registered in ``PASSES``.
+
+Importing this package registers every pass; ONNX Runtime's tools are imported only when a
+pass runs.
+
+=====================  =========  ==================================================
+pass                   precision  what it does
+=====================  =========  ==================================================
+graph_optimization     fp32       ORT graph optimizations, saved offline
+transformer_fusion     fp32       ORT transformer fusions (Attention, SkipLayerNorm)
+int8_dynamic           int8       ``quantize_dynamic``: INT8 weights, runtime ranges
+int8_static            int8       ``quantize_static``: QDQ, calibrated ranges
+int8_weight_only       int8w      INT8 weights behind DequantizeLinear, float activations
+mixed_precision        int8       INT8 except the measured most-sensitive nodes
+bf16                   bf16       FP32 graph, computed in BF16 by the runtime
+fp16                   fp16       FP16 conversion for GPUs
+=====================  =========  ==================================================
+"""
+
+from inferno.passes.base import PASSES, Pass, PassContext, PassOptions, make_pass, register
+from inferno.passes.bf16 import Bf16
+from inferno.passes.fp16 import Fp16
+from inferno.passes.graph_optimization import GraphOptimization
+from inferno.passes.int8_dynamic import Int8Dynamic
+from inferno.passes.int8_static import Int8Static
+from inferno.passes.int8_weight_only import Int8WeightOnly
+from inferno.passes.mixed_precision import MixedPrecision, MixedPrecisionReport, Sensitivity
+from inferno.passes.transformer_fusion import TransformerFusion
+
+__all__ = [
+    "PASSES",
+    "Bf16",
+    "Fp16",
+    "GraphOptimization",
+    "Int8Dynamic",
+    "Int8Static",
+    "Int8WeightOnly",
+    "MixedPrecision",
+    "MixedPrecisionReport",
+    "Pass",
+    "PassContext",
+    "PassOptions",
+    "Sensitivity",
+    "TransformerFusion",
+    "make_pass",
+    "register",
+]
