@@ -28,6 +28,7 @@ class Plan:
     threads: int
     graph_precision: str
     compute_precision: str
+    hints: dict[str, Any]
     task: str
     signature: dict[str, Any]
     preprocessor: dict[str, Any]
@@ -85,7 +86,7 @@ class PlanRunner:
         self.runtime = runtime_cls(RuntimeSettings(threads or self.plan.threads, provider))
         self.runtime.load(Artifact(
             self.folder / MODEL_FILE, self.signature.input_names,
-            self.plan.graph_precision, self.plan.compute_precision,
+            self.plan.graph_precision, self.plan.compute_precision, hints=dict(self.plan.hints),
         ))
 
     @property

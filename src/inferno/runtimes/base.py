@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -25,10 +25,13 @@ class Artifact:
     onnx_path: Path | None
     input_names: tuple[str, ...]
     graph_precision: str = "fp32"
-    """Precision the graph was rewritten to (``fp32``, ``int8``, ``fp16``)."""
+    """Precision the graph was rewritten to: ``fp32``, ``int8`` (activations too), ``int8w``
+    (weights only, behind DequantizeLinear), ``mixed`` (INT8 with FP32 islands), ``fp16``."""
     compute_precision: str = "fp32"
     """Precision the runtime should compute in: ``bf16`` asks for BF16 execution of an FP32 graph."""
     torch_factory: Callable[[], Any] | None = None
+    hints: dict[str, Any] = field(default_factory=dict)
+    """Runtime-specific knobs chosen by the recipe, e.g. ``dynamic_quantization_group_size``."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ class Runtime(ABC):
     def run(self, feeds: Feeds) -> list[np.ndarray]:
         """Execute once; return the outputs in signature order. Safe to call from a worker thread."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional hook: most runtimes free on GC)
         """Release the session; called once at the end."""
 
     @property

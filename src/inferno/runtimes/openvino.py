@@ -25,7 +25,7 @@ class OpenVinoRuntime(Runtime):
     def supports(cls, artifact: Artifact) -> bool:
         # OpenVINO's ONNX frontend has no ORT contrib ops (fused Attention, DynamicQuantizeMatMul);
         # those graphs are recognised by their domain at load time and reported as unsupported.
-        return artifact.onnx_path is not None and artifact.graph_precision in ("fp32", "int8", "mixed")
+        return artifact.onnx_path is not None and artifact.graph_precision in ("fp32", "int8", "int8w", "mixed")
 
     def load(self, artifact: Artifact) -> None:
         import openvino as ov
@@ -42,6 +42,10 @@ class OpenVinoRuntime(Runtime):
             "PERFORMANCE_HINT": "LATENCY",
             "NUM_STREAMS": 1,
         }
+        group = artifact.hints.get("dynamic_quantization_group_size")
+        if group is not None:
+            # INT8 weights + activations quantized per group at run time: VNNI dot products.
+            config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = int(group)
         try:
             compiled = core.compile_model(str(artifact.onnx_path), device, config)
         except RuntimeError as exc:
@@ -50,6 +54,8 @@ class OpenVinoRuntime(Runtime):
         self._outputs = compiled.outputs
         self._inputs = {p.get_any_name() for p in compiled.inputs}
         self._provider = f"OpenVINO {device} ({config['INFERENCE_PRECISION_HINT']})"
+        if group is not None:
+            self._provider += f" dynamic-quantization group {group}"
 
     def run(self, feeds: Feeds) -> list[np.ndarray]:
         feeds = {k: v for k, v in feeds.items() if k in self._inputs}

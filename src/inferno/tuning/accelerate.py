@@ -165,9 +165,15 @@ def _encode(model: Model, cfg: AccelerateConfig) -> _Inputs:
 
 
 def _calibration(model: Model) -> list[Feeds]:
+    """Calibration feeds of one shape: ORT's histogram calibrators stack every sample.
+
+    Text is encoded as one batch (padded to the longest sentence) and split into rows.
+    """
     data = model.calibration_data.take(CALIBRATION_SAMPLES)
-    batch = 1 if model.is_text else 16  # text: no padding mixed into the ranges
-    return encode_batches(model, data, batch)
+    if not model.is_text:
+        return encode_batches(model, data, 16)
+    (feeds,) = encode_batches(model, data, len(data))
+    return [{k: v[i : i + 1] for k, v in feeds.items()} for i in range(len(data))]
 
 
 def _runtimes(cfg: AccelerateConfig) -> list[str]:
@@ -182,20 +188,13 @@ def _artifact(model: Model, variant: Variant | None) -> Artifact:
     names = model.signature.input_names
     if variant is None:
         return Artifact(None, names, torch_factory=model.torch_factory)
-    graph = "fp32" if variant.precision == "bf16" else variant.precision
-    compute = "bf16" if variant.precision == "bf16" else "fp32"
-    return Artifact(variant.path, names, graph, compute)
+    return variant.artifact(names)
 
 
 def _runs(runtime: str, variant: Variant) -> bool:
     if variant.ort_only and runtime != "onnxruntime":
         return False
-    return RUNTIMES[runtime].supports(_artifact_for_check(variant))
-
-
-def _artifact_for_check(variant: Variant) -> Artifact:
-    graph = "fp32" if variant.precision == "bf16" else variant.precision
-    return Artifact(variant.path, (), graph, "bf16" if variant.precision == "bf16" else "fp32")
+    return RUNTIMES[runtime].supports(variant.artifact(()))
 
 
 def _run_one(runtime_name: str, artifact: Artifact, inputs: _Inputs,
@@ -313,10 +312,11 @@ def _fill(staging: Path, final: Path, model: Model, variant: Variant, report: Re
     for file_name, source in model.preprocessor.files().items():
         shutil.copyfile(source, staging / file_name)
     c = report.chosen
+    artifact = variant.artifact(model.signature.input_names)
     plan = Plan(
         name=final.parent.name, variant=c.name, passes=variant.passes, runtime=c.runtime,
-        provider=c.provider, threads=cfg.threads, graph_precision=_artifact(model, variant).graph_precision,
-        compute_precision=_artifact(model, variant).compute_precision, task=model.task.value,
+        provider=c.provider, threads=cfg.threads, graph_precision=artifact.graph_precision,
+        compute_precision=artifact.compute_precision, hints=artifact.hints, task=model.task.value,
         signature=model.signature.to_dict(), preprocessor=model.preprocessor.to_dict(),
         metrics=c.metrics, within_budget=c.within_budget, budget=report.budget,
         objective=cfg.objective, batch_size=cfg.batch_size, throughput_per_s=c.throughput_per_s,

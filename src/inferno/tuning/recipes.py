@@ -15,15 +15,30 @@ class Recipe:
     steps: tuple[tuple[str, dict[str, Any]], ...]
     """(pass name, options) applied in order to the FP32 graph."""
     precision: str
-    """Precision of the result: fp32, int8, mixed, bf16, fp16."""
+    """Precision of the graph: fp32, int8, int8w (weights only), mixed, fp16."""
     description: str
     tags: frozenset[str] = field(default_factory=frozenset)
     """``text`` / ``vision``: only built for models of that kind; empty = any."""
+    compute: str = "fp32"
+    """Precision the runtime computes float ops in: ``bf16`` asks runtimes that can (OpenVINO)."""
+    hints: dict[str, Any] = field(default_factory=dict)
+    """Runtime knobs that belong to this recipe (recorded in the plan and replayed)."""
+
+    @property
+    def label(self) -> str:
+        """Short precision label for tables: ``int8``, ``bf16``, ``int8w+bf16``."""
+        if self.compute == "fp32":
+            return self.precision
+        return self.compute if self.precision == "fp32" else f"{self.precision}+{self.compute}"
 
 
 def _r(name: str, steps: list[tuple[str, dict[str, Any]]], precision: str, description: str,
-       tags: tuple[str, ...] = ()) -> Recipe:
-    return Recipe(name, tuple(steps), precision, description, frozenset(tags))
+       tags: tuple[str, ...] = (), compute: str = "fp32", **hints: Any) -> Recipe:
+    return Recipe(name, tuple(steps), precision, description, frozenset(tags), compute, hints)
+
+
+# OpenVINO's activation group for INT8-weight MatMuls: measured on minilm (benchmarks/accelerate_cpu.py).
+DQ_GROUP = 128
 
 
 RECIPES: dict[str, Recipe] = {
@@ -46,12 +61,19 @@ RECIPES: dict[str, Recipe] = {
         _r("int8-static-entropy", [("int8_static", {"method": "entropy"})], "int8",
            "static INT8 QDQ, entropy calibration", ("vision",)),
         _r("int8-static-percentile", [("int8_static", {"method": "percentile"})], "int8",
-           "static INT8 QDQ, percentile calibration"),
+           "static INT8 QDQ, percentile calibration", ("vision",)),
         _r("int8-mixed", [("mixed_precision", {"base": "dynamic"})], "mixed",
            "dynamic INT8 keeping the most error-sensitive MatMuls in FP32", ("text",)),
         _r("int8-mixed-static", [("mixed_precision", {"base": "static"})], "mixed",
            "static INT8 keeping the most error-sensitive nodes in FP32", ("vision",)),
-        _r("bf16", [("bf16", {})], "bf16", "FP32 graph computed in BF16 by the runtime"),
+        _r("bf16", [("bf16", {})], "fp32", "FP32 graph computed in BF16 by the runtime",
+           compute="bf16"),
+        _r("int8w", [("int8_weight_only", {})], "int8w",
+           "INT8 weights; activations quantized per group at run time (OpenVINO)",
+           dynamic_quantization_group_size=DQ_GROUP),
+        _r("int8w-bf16", [("int8_weight_only", {}), ("bf16", {})], "int8w",
+           "INT8 weights with per-group dynamic activation quantization; the rest in BF16",
+           compute="bf16", dynamic_quantization_group_size=DQ_GROUP),
         _r("fp16", [("fp16", {})], "fp16", "FP16 graph with FP32 inputs/outputs (GPU only)"),
     ]
 }

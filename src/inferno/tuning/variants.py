@@ -13,6 +13,7 @@ import onnx
 from inferno.errors import InfernoError
 from inferno.models.model import Model
 from inferno.passes import PASSES, PassContext, make_pass
+from inferno.runtimes import Artifact
 from inferno.tuning.recipes import RECIPES, Recipe
 
 log = logging.getLogger(__name__)
@@ -24,11 +25,22 @@ ORT_DOMAINS = {"com.microsoft", "com.microsoft.nchwc"}
 class Variant:
     name: str
     path: Path
-    precision: str
-    description: str
+    recipe: Recipe
     passes: tuple[str, ...]
     ort_only: bool
     """The graph uses ONNX Runtime contrib ops, which other runtimes cannot load."""
+
+    @property
+    def precision(self) -> str:
+        return self.recipe.label
+
+    @property
+    def description(self) -> str:
+        return self.recipe.description
+
+    def artifact(self, input_names: tuple[str, ...]) -> Artifact:
+        return Artifact(self.path, input_names, self.recipe.precision, self.recipe.compute,
+                        hints=dict(self.recipe.hints))
 
     @property
     def size_mb(self) -> float:
@@ -79,8 +91,7 @@ def build_variant(recipe: Recipe, model: Model, ctx: PassContext, workdir: Path)
     else:
         current.rename(final)
     domains = {op.domain for op in onnx.load(str(final), load_external_data=False).opset_import}
-    return Variant(recipe.name, final, recipe.precision, recipe.description, tuple(applied),
-                   ort_only=bool(domains & ORT_DOMAINS))
+    return Variant(recipe.name, final, recipe, tuple(applied), ort_only=bool(domains & ORT_DOMAINS))
 
 
 def build_variants(
