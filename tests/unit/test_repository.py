@@ -36,7 +36,7 @@ def test_failure_leaves_nothing_behind(repo: Path) -> None:
 
 
 def test_bad_names_and_unknown_models(repo: Path) -> None:
-    with pytest.raises(ConfigError, match="model name '../evil'"):
+    with pytest.raises(ConfigError, match=r"model name '\.\./evil'"):
         write_version(repo, "../evil", _fill)
     with pytest.raises(UnknownModelError, match="no model 'x'"):
         version_path(repo, "x")

@@ -30,7 +30,10 @@ def slice_samples(samples: Samples, start: int, stop: int) -> Samples:
 class Preprocessor(Protocol):
     """Turns natural inputs into the graph's input tensors (feeds)."""
 
-    kind: str
+    @property
+    def kind(self) -> str:
+        """``text`` or ``tensor``."""
+        ...
 
     def encode(self, samples: Samples) -> dict[str, np.ndarray]:
         """Called once per batch; text is padded only to the longest sample of the batch."""

@@ -32,7 +32,7 @@ class TextPreprocessor:
         return self._tokenizer
 
     def encode(self, samples: Samples) -> dict[str, np.ndarray]:
-        if isinstance(samples, dict) or isinstance(samples, str):
+        if isinstance(samples, (dict, str)):
             raise TypeError("a text model takes a list of strings")
         encodings = self.tokenizer.encode_batch(list(samples))
         columns = {

@@ -46,10 +46,15 @@ class OpenVinoRuntime(Runtime):
         if group is not None:
             # INT8 weights + activations quantized per group at run time: VNNI dot products.
             config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = int(group)
+        if artifact.onnx_path is None:
+            raise RuntimeUnavailableError("openvino runs ONNX files; this artifact has none")
         try:
             compiled = core.compile_model(str(artifact.onnx_path), device, config)
         except RuntimeError as exc:
-            raise RuntimeUnavailableError(f"openvino cannot compile {artifact.onnx_path.name}: {exc}".splitlines()[0]) from exc
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RuntimeUnavailableError(
+                f"openvino cannot compile {artifact.onnx_path.name}: {first_line}"
+            ) from exc
         self._request = compiled.create_infer_request()
         self._outputs = compiled.outputs
         self._inputs = {p.get_any_name() for p in compiled.inputs}

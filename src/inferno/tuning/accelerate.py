@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from inferno.models.zoo import DEFAULT
 from inferno.passes import PassContext
 from inferno.repository import MODEL_FILE, check_name, write_version
 from inferno.runtimes import RUNTIMES, Artifact, Feeds, RuntimeSettings
-from inferno.tuning.measure import PeakMemory, encode_batches, run_outputs, time_runtime
+from inferno.tuning.measure import PeakMemory, Timing, encode_batches, run_outputs, time_runtime
 from inferno.tuning.metrics import fidelity, within_budget
 from inferno.tuning.render import plot, to_markdown
 from inferno.tuning.report import Chosen, Measurement, Report
@@ -198,7 +198,7 @@ def _runs(runtime: str, variant: Variant) -> bool:
 
 
 def _run_one(runtime_name: str, artifact: Artifact, inputs: _Inputs,
-             cfg: AccelerateConfig) -> tuple[np.ndarray, dict[str, float], str]:
+             cfg: AccelerateConfig) -> tuple[np.ndarray, Timing, str]:
     """Load, run the accuracy pass, time; return (outputs, timing figures, provider)."""
     runtime = RUNTIMES[runtime_name](RuntimeSettings(threads=cfg.threads))
     with PeakMemory() as memory:
@@ -211,9 +211,7 @@ def _run_one(runtime_name: str, artifact: Artifact, inputs: _Inputs,
         finally:
             provider = runtime.provider
             runtime.close()
-    timing = {"latency_ms_p50": p50, "latency_ms_p99": p99, "throughput_per_s": throughput,
-              "peak_memory_mb": memory.peak_mb}
-    return outputs, timing, provider
+    return outputs, Timing(p50, p99, throughput, memory.peak_mb), provider
 
 
 def _reference(model: Model, inputs: _Inputs, cfg: AccelerateConfig, step: _Counter,
@@ -226,7 +224,7 @@ def _reference(model: Model, inputs: _Inputs, cfg: AccelerateConfig, step: _Coun
         metrics = fidelity(model.task, outputs, outputs, inputs.labels)
         baseline = Measurement(
             "fp32", BASELINE_RUNTIME, provider, "fp32", "PyTorch eager, the source module",
-            metrics=metrics, within_budget=True, **timing,
+            metrics=metrics, within_budget=True, **asdict(timing),
         )
         return outputs, {"runtime": "PyTorch eager FP32", "metrics": metrics}, baseline
     artifact = Artifact(model.onnx_path, model.signature.input_names)
@@ -249,7 +247,7 @@ def _measure(model: Model, variant: Variant, runtime: str, inputs: _Inputs, refe
         return replace(base, error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
     metrics = fidelity(model.task, outputs, reference, inputs.labels)
     return replace(base, provider=provider, metrics=metrics,
-                   within_budget=within_budget(metrics, ref["metrics"], cfg.budget), **timing)
+                   within_budget=within_budget(metrics, ref["metrics"], cfg.budget), **asdict(timing))
 
 
 def _with_speedups(measured: list[Measurement], baseline: Measurement | None,

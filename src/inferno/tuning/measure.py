@@ -25,7 +25,6 @@ class Timing:
     latency_ms_p99: float
     throughput_per_s: float
     peak_memory_mb: float
-    load_s: float
 
 
 class PeakMemory:

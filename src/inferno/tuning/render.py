@@ -85,10 +85,13 @@ def plot(report: Report, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    for m in (m for m in report.variants if m.ok and m.speedup is not None):
+    for m in report.variants:
+        if not m.ok or m.speedup is None:
+            continue
         cost = accuracy_cost(m.metrics, report.reference.get("metrics", {}))
         color = "tab:green" if m.within_budget else "tab:red"
-        ax.scatter(cost, m.speedup, color=color, s=60 if m.variant == report.chosen.name else 25)
+        chosen = m.key == f"{report.chosen.name}@{report.chosen.runtime}"
+        ax.scatter(cost, m.speedup, color=color, s=80 if chosen else 25, marker="*" if chosen else "o")
         ax.annotate(m.key, (cost, m.speedup), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel(cost_label(report))
     ax.set_ylabel("speed-up vs baseline")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ def test_every_large_weight_is_dequantized_int8(tmp_path: Path) -> None:
 def test_small_and_excluded_weights_stay_fp32(tmp_path: Path) -> None:
     model = mlp()
     src, dst = save(model, tmp_path / "mlp.onnx"), tmp_path / "w8.onnx"
-    sizes = [i * o for i, o in zip(MLP_WIDTHS, MLP_WIDTHS[1:], strict=False)]
+    sizes = [i * o for i, o in itertools.pairwise(MLP_WIDTHS)]
     threshold = sorted(sizes)[1]  # the smallest weight falls below it
     make_pass("int8_weight_only", min_elements=threshold,
               nodes_to_exclude=("/layers.1/MatMul",)).run(src, dst, context())
