@@ -42,8 +42,11 @@ class Int8Dynamic(Pass):
     options: Options
 
     def applies_to(self, model: onnx.ModelProto, ctx: PassContext) -> bool:
-        """True when the graph has at least one node of ``op_types``."""
-        return bool(op_types(model) & set(self.options.op_types))
+        """True when the graph has at least one node of ``op_types`` (Gemm counts as MatMul)."""
+        wanted = set(self.options.op_types)
+        if "MatMul" in wanted:
+            wanted.add("Gemm")  # ORT's quantizer rewrites Gemm as MatMul + Add first
+        return bool(op_types(model) & wanted)
 
     def run(self, src: Path, dst: Path, ctx: PassContext) -> None:
         """Quantize ``src`` and write ``dst``.

@@ -73,6 +73,7 @@ class Int8Static(Pass):
             )
         model = load_model(src, self.name, weights=False)
         feeds = _quant.model_feeds(ctx.calibration, model, self.name, self.options.max_samples)
+        exclude = tuple(self.options.nodes_to_exclude) + output_tail(model)
         del model
         with (
             tempfile.TemporaryDirectory(prefix="inferno-int8-static-") as tmp,
@@ -88,6 +89,25 @@ class Int8Static(Pass):
                 activation=self.options.activation,
                 op_types=self.options.op_types,
                 percentile=self.options.percentile,
-                nodes_to_exclude=self.options.nodes_to_exclude,
+                nodes_to_exclude=exclude,
             )
         log.debug("%s calibrated on %d batches (%s)", self.name, len(feeds), self.options.method)
+
+
+# Ops that only normalize or reshape what the graph returns: quantizing them clips outputs to
+# 1/255 steps (probabilities that no longer sum to 1) and gains nothing.
+_OUTPUT_OPS = {"Softmax", "LogSoftmax", "Sigmoid", "Identity", "Reshape", "Flatten", "Squeeze"}
+
+
+def output_tail(model: onnx.ModelProto) -> tuple[str, ...]:
+    """Names of the output-only nodes (Softmax, Reshape, ...) between the last compute and the outputs."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    tail: list[str] = []
+    pending = [o.name for o in model.graph.output]
+    while pending:
+        node = producers.get(pending.pop())
+        if node is None or node.op_type not in _OUTPUT_OPS or node.name in tail:
+            continue
+        tail.append(node.name)
+        pending.extend(node.input[:1])
+    return tuple(n for n in tail if n)

@@ -122,3 +122,23 @@ def test_leaves_no_files_in_the_temp_or_working_directory(
     assert list(scratch.iterdir()) == []
     assert list(cwd.iterdir()) == []
     assert Path.cwd() == cwd
+
+
+def test_output_softmax_stays_fp32(tmp_path: Path) -> None:
+    """Probabilities must still sum to 1: the Softmax feeding the graph output is not quantized."""
+    from onnx import helper
+
+    from inferno.passes.int8_static import output_tail
+
+    model = conv_net()
+    graph = model.graph
+    graph.node[-1].output[0] = "logits"
+    graph.node.append(helper.make_node("Softmax", ["logits"], ["y"], name="/softmax", axis=1))
+    assert output_tail(model) == ("/softmax",)
+    src, dst = save(model, tmp_path / "conv.onnx"), tmp_path / "q.onnx"
+    feeds = random_feeds(model, 4)
+    make_pass("int8_static").run(src, dst, context(feeds))
+    softmax = next(n for n in onnx.load(str(dst)).graph.node if n.op_type == "Softmax")
+    assert softmax.output[0] == "y"  # not followed by a QuantizeLinear
+    for (out,) in run(dst, feeds):
+        np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)

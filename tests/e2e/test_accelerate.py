@@ -1,0 +1,89 @@
+"""The main job end to end on the bundled models, through the CLI and the Python API."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import inferno
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "inferno", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=900)
+
+
+def test_digits_json_report_and_plan(tmp_path: Path) -> None:
+    result = run_cli(
+        "accelerate", "digits", "--json", "--repeats", "5",
+        "--variants", "fp32,int8-dynamic,int8-static-minmax", "--runtimes", "onnxruntime",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["model"] == "digits"
+    assert report["baseline"]["runtime"] == "torch"
+    names = {(v["variant"], v["runtime"]) for v in report["variants"]}
+    assert {("fp32", "onnxruntime"), ("int8-dynamic", "onnxruntime")} <= names
+    chosen = report["chosen"]
+    for key in ("name", "runtime", "precision", "throughput_per_s", "latency_ms_p50", "metrics",
+                "within_budget", "path"):
+        assert key in chosen
+    assert chosen["within_budget"]
+    assert chosen["metrics"]["accuracy"] >= 0.97
+    measured_ok = [v for v in report["variants"] if v["error"] is None and v["within_budget"]]
+    best = max(measured_ok, key=lambda v: v["throughput_per_s"])
+    assert (chosen["name"], chosen["runtime"]) == (best["variant"], best["runtime"])
+    folder = Path(chosen["path"])
+    assert folder == (tmp_path / "model_repository" / "digits" / "1").resolve()
+    for name in ("model.onnx", "plan.json", "report.json", "report.md", "report.png"):
+        assert (folder / name).stat().st_size > 0
+    plan = json.loads((folder / "plan.json").read_text())
+    assert plan["runtime"] == chosen["runtime"] and plan["threads"] >= 1
+    assert plan["signature"]["inputs"][0]["name"] == "pixels"
+
+
+def test_python_api_and_load_plan_replay(tmp_path: Path) -> None:
+    from inferno.models.zoo import load_bundled
+
+    model = load_bundled("digits")
+    report = inferno.accelerate(
+        model, repository=tmp_path / "repo", variants=("fp32", "int8-static-minmax"),
+        runtimes=("onnxruntime",), repeats=5, objective="latency",
+    )
+    assert isinstance(report, inferno.Report)
+    assert report.objective == "latency"
+    runner = inferno.load_plan(report.chosen.path)
+    x = model.eval_data.samples["pixels"]
+    labels = model.eval_data.labels
+    probs = runner.predict(x)
+    assert probs.shape == (len(x), 10)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-3)
+    accuracy = float(np.mean(probs.argmax(1) == labels))
+    assert accuracy == pytest.approx(report.chosen.metrics["accuracy"], abs=1e-9)
+    runner.close()
+
+
+def test_minilm_embeddings_within_budget(tmp_path: Path) -> None:
+    report = inferno.accelerate(
+        "minilm", repository=tmp_path / "repo", variants=("fp32", "int8-dynamic-pc"),
+        runtimes=("onnxruntime",), repeats=5, max_eval_samples=96,
+    )
+    assert report.task == "embedding"
+    assert report.baseline is not None and report.baseline.runtime == "torch"
+    chosen = report.chosen
+    assert chosen.within_budget
+    assert chosen.metrics["cosine_mean"] >= 0.99 and chosen.metrics["cosine_min"] >= 0.95
+    runner = inferno.load_plan(chosen.path)
+    sentences = ["A quick test sentence.", "Is the embedding normalized?", "short"]
+    emb = runner.predict(sentences)
+    assert emb.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-3)
+    assert (Path(chosen.path) / "tokenizer.json").exists()
