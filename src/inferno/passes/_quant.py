@@ -81,10 +81,14 @@ def model_feeds(
 
 
 class _DropPreprocessHints(logging.Filter):
-    """ORT logs a "please pre-process" hint on the root logger for every quantize call."""
+    """Benign notes ORT's quantizer logs on the root logger for every call (or every weight):
+    the "please pre-process" hint, and per-channel falling back to per-tensor for 1-D weights."""
+
+    NOISE = ("pre-process", "is out-of-range for weight")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "pre-process" not in record.getMessage()
+        message = record.getMessage()
+        return not any(noise in message for noise in self.NOISE)
 
 
 @contextlib.contextmanager

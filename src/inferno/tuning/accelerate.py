@@ -24,7 +24,7 @@ import inferno
 from inferno.config import AccelerateConfig
 from inferno.errors import ConfigError, InfernoError
 from inferno.hardware import HardwareInfo, detect
-from inferno.models.model import Model
+from inferno.models.model import EvalData, Model
 from inferno.models.zoo import DEFAULT
 from inferno.passes import PassContext
 from inferno.repository import MODEL_FILE, check_name, write_version
@@ -42,6 +42,8 @@ ProgressFn = Callable[[str, int, int], None]
 
 BASELINE_RUNTIME = "torch"
 CALIBRATION_SAMPLES = 128
+TIMING_BATCHES = 4
+"""Throughput is timed on the first full batches of the evaluation data (real lengths)."""
 
 
 @dataclass
@@ -154,14 +156,33 @@ def _load(ref: str, trust: bool, data: str | Path | None, task: str | None, name
 
 
 def _encode(model: Model, cfg: AccelerateConfig) -> _Inputs:
+    """Encode the evaluation data once.
+
+    Text is ordered by length first, as a length-grouping batcher would batch it: padding
+    stays small, and the timed batches (``TIMING_BATCHES`` spread from shortest to longest)
+    cover the real mix of lengths instead of every batch padding to its one long sentence.
+    """
     data = model.eval_data.take(cfg.max_eval_samples)
     if len(data) == 0:
         raise ConfigError(f"model {model.name!r}: the evaluation data is empty")
+    singles = encode_batches(model, data.take(max(cfg.repeats, 1)), 1)
+    data = _by_length(model, data)
     batches = encode_batches(model, data, cfg.batch_size)
     model.signature.check_feeds(batches[0])
-    full = [b for b in batches if len(next(iter(b.values()))) == cfg.batch_size]
-    singles = encode_batches(model, data.take(max(cfg.repeats, 1)), 1)
-    return _Inputs(batches, full or batches[:1], singles, data.labels, model.signature.primary_output())
+    full = [b for b in batches if len(next(iter(b.values()))) == cfg.batch_size] or batches[:1]
+    picks = np.unique(np.linspace(0, len(full) - 1, min(TIMING_BATCHES, len(full))).round().astype(int))
+    return _Inputs(batches, [full[i] for i in picks], singles, data.labels,
+                   model.signature.primary_output())
+
+
+def _by_length(model: Model, data: EvalData) -> EvalData:
+    counts = getattr(model.preprocessor, "token_counts", None)
+    if counts is None or isinstance(data.samples, dict):
+        return data
+    order = np.argsort(counts(data.samples), kind="stable")
+    samples = [data.samples[i] for i in order]
+    labels = None if data.labels is None else data.labels[order]
+    return replace(data, samples=samples, labels=labels)
 
 
 def _calibration(model: Model) -> list[Feeds]:
