@@ -18,7 +18,8 @@ from inferno.errors import InfernoError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Make a trained model fast and dependable in production, measured on your hardware.")
 err = Console(stderr=True)
-out = Console()
+# Not a terminal (make, CI, a pipe): rich would assume 80 columns and fold the report table.
+out = Console(width=None if sys.stdout.isatty() else 160)
 _state: dict[str, bool] = {"debug": False}
 
 

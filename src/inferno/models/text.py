@@ -45,6 +45,7 @@ class TextPreprocessor:
     def token_counts(self, samples: Samples) -> list[int]:
         """Real (unpadded) token count of each sample."""
         tok = Tokenizer.from_file(str(self.tokenizer_path))
+        tok.no_padding()  # tokenizer files may carry fixed-length padding (MiniLM's: 128)
         tok.enable_truncation(self.max_length)
         return [len(e.ids) for e in tok.encode_batch(list(samples))]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,9 @@ def quiet_hints() -> Iterator[None]:
     root = logging.getLogger()
     root.addFilter(hint_filter)
     try:
-        yield
+        # ORT's entropy/percentile calibrators print() their progress; stdout carries --json.
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
     finally:
         root.removeFilter(hint_filter)
 

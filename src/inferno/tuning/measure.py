@@ -64,27 +64,31 @@ def run_outputs(runtime: Runtime, batches: Sequence[Feeds], output_index: int) -
     return np.concatenate([runtime.run(feeds)[output_index] for feeds in batches])
 
 
+def latencies_ms(runtime: Runtime, singles: Sequence[Feeds], repeats: int) -> list[float]:
+    """Batch-1 call times in ms, cycling over the single samples."""
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        runtime.run(singles[i % len(singles)])
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def batches_per_s(runtime: Runtime, batches: Sequence[Feeds]) -> float:
+    """Samples per second over one pass of the batches."""
+    samples = sum(len(next(iter(f.values()))) for f in batches)
+    start = time.perf_counter()
+    for feeds in batches:
+        runtime.run(feeds)
+    return samples / (time.perf_counter() - start)
+
+
 def time_runtime(runtime: Runtime, singles: Sequence[Feeds], batches: Sequence[Feeds],
                  repeats: int, warmup: int) -> tuple[float, float, float]:
-    """(p50 ms, p99 ms) at batch 1 and samples/s at the serving batch size."""
+    """(p50 ms, p99 ms) at batch 1 and samples/s at the serving batch size (median of passes)."""
     for feeds in list(singles[:warmup]) + list(batches[:warmup]):
         runtime.run(feeds)
-    latencies = []
-    for i in range(repeats):
-        feeds = singles[i % len(singles)]
-        start = time.perf_counter()
-        runtime.run(feeds)
-        latencies.append((time.perf_counter() - start) * 1e3)
-    samples = sum(len(next(iter(f.values()))) for f in batches)
+    latencies = latencies_ms(runtime, singles, repeats)
     rounds = max(3, repeats // max(1, len(batches)))
-    durations = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for feeds in batches:
-            runtime.run(feeds)
-        durations.append(time.perf_counter() - start)
-    return (
-        float(np.percentile(latencies, 50)),
-        float(np.percentile(latencies, 99)),
-        samples / float(np.median(durations)),
-    )
+    rates = [batches_per_s(runtime, batches) for _ in range(rounds)]
+    return float(np.percentile(latencies, 50)), float(np.percentile(latencies, 99)), float(np.median(rates))

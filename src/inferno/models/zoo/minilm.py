@@ -70,6 +70,9 @@ def build_torch_module() -> Any:
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, p=2, dim=1)
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # inferno shows its own progress
     encoder = BertModel.from_pretrained(str(package_dir()), attn_implementation="eager")
     return SentenceEmbedding(encoder).eval()
 
