@@ -78,7 +78,7 @@ def accelerate(
     """Build optimized variants, measure each on every runtime, keep the fastest within budget."""
     from inferno.config import parse_budget
     from inferno.tuning import accelerate as run
-    from inferno.tuning.render import rows, summary
+    from inferno.tuning.render import COLUMNS, rows, summary
 
     settings: dict[str, Any] = {"objective": objective, "batch_size": batch_size, "repeats": repeats,
                                 "max_eval_samples": max_samples}
@@ -102,8 +102,6 @@ def accelerate(
         print(report.to_json())
         return
     table = Table(title=f"inferno accelerate: {report.model} — {report.evaluation['source']}")
-    from inferno.tuning.render import COLUMNS
-
     for column in COLUMNS:
         table.add_column(column, justify="left" if column in ("variant", "runtime", "precision", "fidelity") else "right")
     for row in rows(report):

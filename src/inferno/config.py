@@ -83,7 +83,7 @@ def parse_budget(text: str) -> Budget:
     try:
         return Budget(**fields)
     except ValidationError as exc:
-        raise ConfigError(f"--budget {text!r}: {_first_error(exc)}") from exc
+        raise ConfigError(f"--budget {text!r}: {describe_validation_error(exc)}") from exc
 
 
 def _parse_number(value: str, *, percent: bool) -> float:
@@ -96,7 +96,8 @@ def _parse_number(value: str, *, percent: bool) -> float:
     return number
 
 
-def _first_error(exc: ValidationError) -> str:
+def describe_validation_error(exc: ValidationError) -> str:
+    """The first error as ``field: message (got value)``, for one-line messages."""
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"]) or "value"
     return f"{where}: {err['msg']} (got {err.get('input')!r})"

