@@ -111,6 +111,55 @@ def accelerate(
     out.print(f"plan saved to {report.chosen.path}")
 
 
+@app.command()
+def bench(
+    model: Annotated[str, typer.Argument(help="The served model's name.")],
+    url: Annotated[str, typer.Option(help="The server, http(s)://host[:port]; nothing else is contacted.")] = "http://127.0.0.1:8000",
+    version: Annotated[str | None, typer.Option(help="Model version (default: the server's choice).")] = None,
+    concurrency: Annotated[str | None, typer.Option(help="Closed-loop levels: requests outstanding, e.g. 1,16,64.")] = None,
+    rate: Annotated[str | None, typer.Option(help="Open-loop Poisson rates in requests/s, e.g. 50,100 (alone: only these).")] = None,
+    duration: Annotated[float, typer.Option(help="Measured seconds per level.")] = 10.0,
+    warmup: Annotated[float, typer.Option(help="Unrecorded seconds before each level.")] = 2.0,
+    max_requests: Annotated[int | None, typer.Option(help="Stop a level after this many recorded requests.")] = None,
+    batch: Annotated[int, typer.Option(help="Rows per request.")] = 1,
+    data: Annotated[Path | None, typer.Option(help="Inputs from an .npz (arrays named like the inputs, first axis = samples).")] = None,
+    text: Annotated[Path | None, typer.Option(help="Text inputs, one per line (default for text models: the bundled sentences).")] = None,
+    timeout: Annotated[float, typer.Option(help="Per-request timeout in seconds.")] = 30.0,
+    token: Annotated[str | None, typer.Option(help="Bearer token for a server started with one.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+    plot: Annotated[Path | None, typer.Option(help="Draw latency against throughput to this .png.")] = None,
+) -> None:
+    """Load an Open Inference Protocol v2 server and report throughput, latency percentiles and errors."""
+    from inferno.bench import run_bench
+    from inferno.bench.config import make_config, parse_list
+    from inferno.bench.render import notes, progress_bar, table
+    from inferno.bench.render import plot as draw
+    from inferno.errors import ConfigError
+
+    settings: dict[str, Any] = {"model": model, "url": url, "version": version, "duration_s": duration,
+                                "warmup_s": warmup, "max_requests": max_requests, "batch": batch,
+                                "data": data, "text": text, "timeout_s": timeout, "token": token}
+    if concurrency is not None:
+        settings["concurrency"] = parse_list("--concurrency", concurrency, int)
+    if rate is not None:
+        settings["rates"] = parse_list("--rate", rate, float)
+    config = make_config(**settings)
+    if plot is not None and not plot.parent.is_dir():
+        raise ConfigError(f"--plot {plot}: folder {plot.parent} does not exist")
+    with progress_bar(err) as update:
+        report = run_bench(config, progress=update)
+    if plot is not None:
+        draw(report, plot)
+    if as_json:
+        print(report.to_json())
+        return
+    out.print(table(report))
+    for line in notes(report):
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
+    if plot is not None:
+        out.print(f"plot saved to {plot}")
+
+
 def _recipes(text: str) -> tuple[str, ...]:
     from inferno.errors import ConfigError
     from inferno.tuning.recipes import RECIPES
