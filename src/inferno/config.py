@@ -155,3 +155,8 @@ def cache_dir() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("inferno"))
+
+
+def serve_token() -> str | None:
+    """The server's bearer token from ``INFERNO_SERVE_TOKEN``, if set (safer than ``--token``: not in ``ps``)."""
+    return os.environ.get("INFERNO_SERVE_TOKEN") or None

@@ -9,6 +9,10 @@ The tree::
     │   │   └── UntrustedPickleError a pickle without ``--trust``
     │   ├── DataMismatchError    evaluation data does not fit the model's inputs
     │   └── ConfigError          a setting has a bad value
+    │   ├── PayloadTooLargeError a request body over the server's limit (413)
+    │   └── UnauthorizedError    a missing or wrong bearer token (401)
+    ├── ServiceUnavailableError  the server cannot take the request now (503, with Retry-After)
+    ├── DeadlineExceededError    a request's timeout ran out before it was served (504)
     ├── MissingExtraError        an optional dependency is not installed (names the pip command)
     ├── RuntimeUnavailableError  a runtime or execution provider cannot run here
     └── PassError                an optimization pass failed on a graph
@@ -53,6 +57,34 @@ class DataMismatchError(UserInputError):
 
 class ConfigError(UserInputError):
     """A configuration field has a value outside what it accepts."""
+
+
+class PayloadTooLargeError(UserInputError):
+    """A request body larger than the server accepts."""
+
+    http_status = 413
+
+
+class UnauthorizedError(UserInputError):
+    """A request without the bearer token the server was started with."""
+
+    http_status = 401
+
+
+class ServiceUnavailableError(InfernoError):
+    """The server cannot take the request now: a full queue, a model unloading, shutdown."""
+
+    http_status = 503
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceededError(InfernoError):
+    """A request's timeout ran out while it waited to be served."""
+
+    http_status = 504
 
 
 class MissingExtraError(InfernoError):

@@ -1,0 +1,1 @@
+"""Watching served models: Prometheus metrics (drift and data validation come later)."""

@@ -1,0 +1,103 @@
+"""Prometheus metrics of a server, named after Triton's and labelled by model and version.
+
+Each server owns its own registry (tests run several servers in one process). Children are
+bound once per model version so the hot path only increments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+@dataclass(frozen=True)
+class VersionMetrics:
+    """The metric children of one model version."""
+
+    success: Counter
+    failure: Callable[[str], Counter]
+    inference_count: Counter
+    exec_count: Counter
+    queue_us: Counter
+    compute_us: Counter
+    request_seconds: Histogram
+    batch_size: Histogram
+    cache_hits: Counter
+    cache_misses: Counter
+
+
+class ServingMetrics:
+    """All metrics of one server."""
+
+    def __init__(self) -> None:
+        disable_created_metrics()  # the *_created series only double the scrape
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = ("model", "version")
+        r = self.registry
+        self._success = Counter("inferno_request_success", "Requests answered successfully.", labels, registry=r)
+        self._failure = Counter("inferno_request_failure", "Requests that failed, by reason.",
+                                (*labels, "reason"), registry=r)
+        self._inferences = Counter("inferno_inference_count", "Rows inferred (a request may carry several).",
+                                   labels, registry=r)
+        self._executions = Counter("inferno_inference_exec_count",
+                                   "Runtime calls; inference_count / exec_count is the average batch size.",
+                                   labels, registry=r)
+        self._queue = Counter("inferno_inference_queue_duration_us", "Time requests waited in the queue.",
+                              labels, registry=r)
+        self._compute = Counter("inferno_inference_compute_duration_us",
+                                "Time spent computing batches (tokenize, run, post-process).", labels, registry=r)
+        self._latency = Histogram("inferno_request_duration_seconds", "Request latency, from body read to answer.",
+                                  labels, buckets=_LATENCY_BUCKETS, registry=r)
+        self._batch = Histogram("inferno_batch_size", "Rows per runtime call.", labels,
+                                buckets=_BATCH_BUCKETS, registry=r)
+        self._hits = Counter("inferno_cache_hit_count", "Response cache hits.", labels, registry=r)
+        self._misses = Counter("inferno_cache_miss_count", "Response cache misses.", labels, registry=r)
+        self._depth = Gauge("inferno_queue_depth", "Requests waiting in the batch queue.", labels, registry=r)
+        self._info = Gauge("inferno_model_info", "The runtime, provider and precision a loaded version runs on.",
+                           (*labels, "runtime", "provider", "precision"), registry=r)
+        self._info_labels: dict[tuple[str, str], tuple[str, ...]] = {}
+
+    def bind(self, model: str, version: str, *, runtime: str, provider: str, precision: str,
+             queue_depth: Callable[[], float]) -> VersionMetrics:
+        """Create the children of a newly loaded version."""
+        self._depth.labels(model, version).set_function(queue_depth)
+        info = (model, version, runtime, provider, precision)
+        self._info.labels(*info).set(1)
+        self._info_labels[(model, version)] = info
+        failure = self._failure
+
+        def failed(reason: str) -> Counter:
+            return failure.labels(model, version, reason)
+
+        return VersionMetrics(
+            self._success.labels(model, version), failed,
+            self._inferences.labels(model, version), self._executions.labels(model, version),
+            self._queue.labels(model, version), self._compute.labels(model, version),
+            self._latency.labels(model, version), self._batch.labels(model, version),
+            self._hits.labels(model, version), self._misses.labels(model, version),
+        )
+
+    def forget(self, model: str, version: str) -> None:
+        """Drop the gauges of an unloaded version (counters stay: they only grow)."""
+        self._depth.remove(model, version)
+        info = self._info_labels.pop((model, version), None)
+        if info is not None:
+            self._info.remove(*info)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

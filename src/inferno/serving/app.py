@@ -1,0 +1,335 @@
+"""The ASGI app: Open Inference Protocol v2 routes over a :class:`ModelManager`.
+
+Written against ASGI directly rather than a framework: a served request costs one path
+split and one dict of the headers it needs, which matters when one core both parses
+requests and runs the model; and the body limit is enforced while reading, before a large
+body is held in memory. Every error is mapped to HTTP here, in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import itertools
+import logging
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from inferno import __version__
+from inferno.errors import (
+    InfernoError,
+    PayloadTooLargeError,
+    ServiceUnavailableError,
+    UnauthorizedError,
+    UnknownModelError,
+    UserInputError,
+)
+from inferno.monitoring.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from inferno.monitoring.metrics import ServingMetrics
+from inferno.serving.config import ServeConfig
+from inferno.serving.models import ModelManager, ServedVersion
+from inferno.serving.openapi import openapi
+from inferno.serving.protocol import encode_infer_response, error_body, parse_infer_request
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Reply = tuple[int, bytes, list[tuple[bytes, bytes]]]
+
+EXTENSIONS = ["binary_tensor_data", "classification", "model_repository", "model_configuration", "statistics"]
+_JSON = (b"content-type", b"application/json")
+_WANTED = {b"authorization", b"content-length", b"content-encoding", b"inference-header-content-length"}
+
+
+class _Exchange:
+    """One HTTP request: what the handlers need of it."""
+
+    __slots__ = ("headers", "method", "receive", "started")
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self.method: str = scope["method"]
+        self.headers = {k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in _WANTED}
+        self.receive = receive
+        self.started = time.perf_counter()
+
+
+class ClientDisconnected(Exception):
+    """The client went away before sending its whole body."""
+
+
+class InfernoApp:
+    """The server application; ``manager`` holds the models, ``metrics`` their counters."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.metrics = ServingMetrics()
+        self.manager = ModelManager(config, self.metrics)
+        self.ready = False
+        self._startup: asyncio.Task[None] | None = None
+        self._ids = itertools.count(1)
+        self._openapi = orjson.dumps(openapi(__version__))
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Load the configured models, then mark the server ready (runs in the background)."""
+        names = list(self.config.models) or sorted(_repository_models(self.config))
+        for name in names:
+            try:
+                await self.manager.load(name)
+            except InfernoError as exc:
+                log.error("model %s failed to load: %s", name, exc)
+        self.ready = all(name in self.manager.loaded() for name in names)
+
+    async def shutdown(self) -> None:
+        """Finish accepted requests, then free the models."""
+        self.ready = False
+        if self._startup is not None and not self._startup.done():
+            self._startup.cancel()
+        await self.manager.close()
+
+    # -- ASGI ----------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        exchange = _Exchange(scope, receive)
+        try:
+            status, body, headers = await self._route(scope["path"], exchange)
+        except ClientDisconnected:
+            return
+        except InfernoError as exc:
+            status, body, headers = exc.http_status, error_body(str(exc)), [_JSON]
+            if isinstance(exc, ServiceUnavailableError):
+                headers.append((b"retry-after", str(max(1, round(exc.retry_after_s))).encode()))
+            if isinstance(exc, UnauthorizedError):
+                headers.append((b"www-authenticate", b"Bearer"))
+        except Exception:
+            request_id = next(self._ids)
+            log.exception("request %s (%s %s) failed", request_id, exchange.method, scope["path"])
+            status = 500
+            body = error_body(f"internal error (request {request_id}); the server log has the details")
+            headers = [_JSON]
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._startup = asyncio.create_task(self.startup())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- routing -------------------------------------------------------------------------------
+
+    async def _route(self, path: str, ex: _Exchange) -> Reply:
+        parts = path.strip("/").split("/")
+        if parts[:2] == ["v2", "health"] and len(parts) == 3:
+            self._method(ex, "GET")
+            if parts[2] == "live":
+                return 200, b"", [_JSON]
+            if parts[2] == "ready":
+                return (200 if self.ready else 503), b"", [_JSON]
+        self._authorize(ex)
+        if parts == ["v2"]:
+            self._method(ex, "GET")
+            return _json({"name": "inferno", "version": __version__, "extensions": EXTENSIONS})
+        if len(parts) >= 3 and parts[:2] == ["v2", "models"]:
+            return await self._model_route(parts[2], parts[3:], ex)
+        if len(parts) >= 3 and parts[:2] == ["v2", "repository"]:
+            return await self._repository_route(parts[2:], ex)
+        if parts == ["metrics"]:
+            self._method(ex, "GET")
+            return 200, self.metrics.render(), [(b"content-type", METRICS_CONTENT_TYPE.encode())]
+        if parts == ["openapi.json"]:
+            self._method(ex, "GET")
+            return 200, self._openapi, [_JSON]
+        raise _NotFound(f"path {path!r}: no such endpoint; /openapi.json lists them")
+
+    async def _model_route(self, model: str, rest: list[str], ex: _Exchange) -> Reply:
+        if model == "stats" and not rest:
+            self._method(ex, "GET")
+            return _json({"model_stats": self._stats(None, None)})
+        version = None
+        if len(rest) >= 2 and rest[0] == "versions":
+            version, rest = rest[1], rest[2:]
+        action = rest[0] if len(rest) == 1 else ("" if not rest else None)
+        if action == "infer":
+            self._method(ex, "POST")
+            return await self._infer(model, version, ex)
+        self._method(ex, "GET")
+        if action == "":
+            served = self.manager.get(model, version)
+            return _json(served.metadata(self.manager.loaded()[model]))
+        if action == "ready":
+            try:
+                return (200 if self.manager.get(model, version).ready else 503), b"", [_JSON]
+            except UnknownModelError:
+                return 404, b"", [_JSON]
+        if action == "config":
+            return _json(self.manager.get(model, version).model_config())
+        if action == "stats":
+            return _json({"model_stats": self._stats(model, version)})
+        raise _NotFound(f"model endpoint {'/'.join(rest)!r}: expected infer, ready, config or stats")
+
+    async def _infer(self, model: str, version: str | None, ex: _Exchange) -> Reply:
+        body = await self._body(ex)
+        served: ServedVersion | None = None
+        try:
+            request = parse_infer_request(body, ex.headers.get("inference-header-content-length"))
+            # no await between the lookup and the batcher's submit: see serving.models
+            served = self.manager.get(model, version)
+            outputs = await served.infer(request, ex.started)
+        except UserInputError:
+            if served is None:
+                self._count_parse_failure(model, version, ex)
+            raise
+        payload, extra = encode_infer_response(model, served.version, outputs, request.id)
+        served.stats.request_done(time.perf_counter() - ex.started)
+        if extra:
+            return 200, payload, [(b"content-type", b"application/octet-stream"),
+                                  *((k.encode(), v.encode()) for k, v in extra.items())]
+        return 200, payload, [_JSON]
+
+    def _count_parse_failure(self, model: str, version: str | None, ex: _Exchange) -> None:
+        # an unknown model: the 404 is the answer, there is no version to count it against
+        with contextlib.suppress(UnknownModelError):
+            self.manager.get(model, version).stats.request_failed(time.perf_counter() - ex.started, "rejected")
+
+    async def _repository_route(self, rest: list[str], ex: _Exchange) -> Reply:
+        self._method(ex, "POST")
+        body = await self._body(ex)
+        options = _json_object(body, "repository request")
+        if rest == ["index"]:
+            rows = self.manager.index()
+            if options.get("ready") is True:
+                rows = [r for r in rows if r["state"] == "READY"]
+            return _json(rows)
+        if len(rest) == 3 and rest[0] == "models" and rest[2] in ("load", "unload"):
+            name = rest[1]
+            params = options.get("parameters") or {}
+            if rest[2] == "load":
+                unsupported = [k for k in params if k == "config" or k.startswith("file:")]
+                if unsupported:
+                    raise UserInputError(
+                        f"load parameters {unsupported}: not supported; put settings in "
+                        f"{self.config.repository}/{name}/serve.json and load again"
+                    )
+                await self.manager.load(name)
+            else:
+                await self.manager.unload(name)
+            return 200, b"", [_JSON]
+        raise _NotFound(f"repository endpoint {'/'.join(rest)!r}: expected index, models/M/load or unload")
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _stats(self, model: str | None, version: str | None) -> list[dict[str, Any]]:
+        if model is not None and version is not None:
+            served = self.manager.get(model, version)
+            return [served.stats.to_triton(served.name, served.version)]
+        loaded = self.manager.loaded()
+        if model is not None and model not in loaded:
+            self.manager.get(model)  # raises the 404
+        names = [model] if model is not None else sorted(loaded)
+        entries = []
+        for name in names:
+            for v in loaded.get(name, []):
+                served = self.manager.get(name, v)
+                entries.append(served.stats.to_triton(name, v))
+        return entries
+
+    def _authorize(self, ex: _Exchange) -> None:
+        token = self.config.token
+        if token is None:
+            return
+        given = ex.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise UnauthorizedError("authorization: expected 'Bearer <token>' with the server's token, "
+                                    + ("got a different one" if given else "got none"))
+
+    @staticmethod
+    def _method(ex: _Exchange, expected: str) -> None:
+        if ex.method != expected:
+            raise _MethodNotAllowed(f"method {ex.method}: this endpoint takes {expected}")
+
+    async def _body(self, ex: _Exchange) -> bytes:
+        limit = self.config.max_body_bytes
+        declared = ex.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLargeError(f"request body: expected at most {limit} bytes, got {declared}")
+        chunks = []
+        size = 0
+        while True:
+            message = await ex.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(f"request body: expected at most {limit} bytes, got more")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        encoding = ex.headers.get("content-encoding", "identity").lower()
+        if encoding in ("gzip", "deflate"):
+            body = _decompress(body, encoding, limit)
+        elif encoding != "identity":
+            raise UserInputError(f"content-encoding: expected gzip, deflate or identity, got {encoding!r}")
+        return body
+
+
+class _MethodNotAllowed(UserInputError):
+    http_status = 405
+
+
+class _NotFound(UserInputError):
+    http_status = 404
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise UserInputError(f"request body: declared {encoding}, but it does not decompress ({exc})") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLargeError(f"request body: expected at most {limit} bytes once decompressed, got more")
+    return out
+
+
+def _json(doc: Any) -> Reply:
+    return 200, orjson.dumps(doc), [_JSON]
+
+
+def _json_object(body: bytes, where: str) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise UserInputError(f"{where}: expected a JSON object, got invalid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise UserInputError(f"{where}: expected a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+def _repository_models(config: ServeConfig) -> list[str]:
+    from inferno import repository
+
+    return list(repository.models(config.repository))

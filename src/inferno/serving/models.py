@@ -1,0 +1,285 @@
+"""Served models: each version with its instances, batcher, cache and statistics; hot swap.
+
+A version is built (runtime sessions loaded and warmed) in a worker thread while the old
+one keeps serving; it is published with one assignment on the event loop, and the old one
+is then drained: every request it had accepted still finishes. A handler looks up its
+version and submits to its batcher without awaiting in between, so no request can land
+on a version that is already draining.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inferno import repository
+from inferno.errors import InfernoError, ServiceUnavailableError, UnknownModelError, UserInputError
+from inferno.monitoring.metrics import ServingMetrics
+from inferno.plan import Plan, PlanRunner
+from inferno.serving.batcher import DynamicBatcher
+from inferno.serving.cache import ResponseCache, cache_key
+from inferno.serving.config import ModelServeConfig, ServeConfig
+from inferno.serving.pipelines import Outputs, Pipeline, StageTimes, Work, build_pipeline, respond
+from inferno.serving.protocol import InferRequest, OutputTensor
+from inferno.serving.stats import VersionStats
+
+log = logging.getLogger(__name__)
+
+_PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino", "openvino-streams": "openvino"}
+
+
+class ServedVersion:
+    """One version of a model, ready to serve."""
+
+    def __init__(self, name: str, version: int, folder: Path, config: ModelServeConfig,
+                 pipelines: list[Pipeline], metrics: ServingMetrics) -> None:
+        self.name = name
+        self.version = str(version)
+        self.folder = folder
+        self.config = config
+        self.pipelines = pipelines
+        self.plan: Plan = pipelines[0].runner.plan
+        self.cache = ResponseCache(config.cache_bytes) if config.cache_bytes else None
+        bound = metrics.bind(name, self.version, runtime=self.plan.runtime, provider=self.provider,
+                             precision=self.plan.compute_precision, queue_depth=lambda: self.batcher.queue_depth)
+        self.stats = VersionStats(bound, [p.times for p in pipelines])
+        self.batcher: DynamicBatcher[Work, Outputs] = DynamicBatcher(
+            [p.execute for p in pipelines],
+            max_batch_size=config.max_batch_size,
+            max_queue_delay_s=config.max_queue_delay_us / 1e6,
+            max_queue_size=config.max_queue_size,
+            observer=self.stats,
+        )
+        self.ready = False
+
+    @classmethod
+    def build(cls, name: str, version: int, folder: Path, config: ModelServeConfig,
+              metrics: ServingMetrics) -> ServedVersion:
+        """Load every instance and warm it up (blocking: call from a worker thread)."""
+        pipelines: list[Pipeline] = []
+        try:
+            for _ in range(config.instances):
+                pipeline = build_pipeline(PlanRunner(folder, config.threads), config.group_by_length)
+                sample = pipeline.sample()
+                for _ in range(3):
+                    pipeline.execute([sample])
+                pipeline.times = StageTimes()  # statistics count served traffic, not warm-up
+                pipelines.append(pipeline)
+        except BaseException:
+            for p in pipelines:
+                p.close()
+            raise
+        return cls(name, version, folder, config, pipelines, metrics)
+
+    @property
+    def provider(self) -> str:
+        return self.pipelines[0].runner.runtime.provider
+
+    def start(self) -> None:
+        self.batcher.start()
+        self.ready = True
+
+    async def infer(self, request: InferRequest, started: float) -> list[OutputTensor]:
+        """Check, batch and run one request. Raises InfernoError subclasses for the caller to map."""
+        try:
+            work = self.pipelines[0].prepare(request)
+            if work.rows > self.config.max_batch_size:
+                raise UserInputError(
+                    f"request batch: expected at most {self.config.max_batch_size} rows "
+                    f"(max_batch_size of {self.name!r}), got {work.rows}"
+                )
+            key = None
+            if self.cache is not None:
+                t0 = time.perf_counter()
+                key = cache_key(self.name, self.version, request)
+                cached = self.cache.get(key)
+                self.stats.cache_lookup(cached is not None, time.perf_counter() - t0, work.rows)
+                if cached is not None:
+                    return respond(work, cached)
+            timeout = self.config.timeout_s
+            if request.timeout_us is not None:
+                timeout = min(timeout, request.timeout_us / 1e6)
+            outputs = await self.batcher.submit(work, work.rows, time.monotonic() + timeout)
+            self._check(work, outputs)
+            if key is not None and self.cache is not None:
+                self.cache.put(key, outputs)
+            return respond(work, outputs)
+        except InfernoError as exc:
+            reason = "rejected" if exc.http_status < 500 or exc.http_status == 503 else "timeout"
+            self.stats.request_failed(time.perf_counter() - started, reason)
+            raise
+        except Exception:
+            self.stats.request_failed(time.perf_counter() - started, "backend")
+            raise
+
+    def _check(self, work: Work, outputs: Outputs) -> None:
+        for name, array in outputs.items():
+            if array.shape[:1] != (work.rows,) and len(array.shape) > 0:
+                raise RuntimeError(f"output {name!r} has {array.shape[0]} rows for a request of {work.rows}")
+
+    def metadata(self, versions: list[str]) -> dict[str, Any]:
+        pipeline = self.pipelines[0]
+        return {
+            "name": self.name,
+            "versions": versions,
+            "platform": _PLATFORMS.get(self.plan.runtime, self.plan.runtime),
+            "inputs": [t.to_dict() for t in pipeline.inputs],
+            "outputs": [t.to_dict() for t in pipeline.outputs],
+            "parameters": {
+                "runtime": self.plan.runtime, "provider": self.provider, "variant": self.plan.variant,
+                "precision": self.plan.compute_precision, "task": self.plan.task,
+            },
+        }
+
+    def model_config(self) -> dict[str, Any]:
+        """Triton's model configuration shape, for clients that ask for it."""
+        pipeline = self.pipelines[0]
+        c = self.config
+
+        def tensors(metas: Any) -> list[dict[str, Any]]:
+            return [{"name": t.name, "data_type": f"TYPE_{'STRING' if t.datatype == 'BYTES' else t.datatype}",
+                     "dims": list(t.shape[1:])} for t in metas]
+
+        return {
+            "name": self.name,
+            "platform": _PLATFORMS.get(self.plan.runtime, self.plan.runtime),
+            "max_batch_size": c.max_batch_size,
+            "input": tensors(pipeline.inputs),
+            "output": tensors(pipeline.outputs),
+            "dynamic_batching": {"max_queue_delay_microseconds": c.max_queue_delay_us,
+                                 "default_queue_policy": {"max_queue_size": c.max_queue_size}},
+            "instance_group": [{"count": c.instances, "kind": "KIND_CPU"}],
+            "response_cache": {"enable": c.cache_bytes > 0},
+        }
+
+    async def close(self) -> None:
+        """Finish every accepted request, then free the runtime sessions."""
+        self.ready = False
+        await self.batcher.close()
+        for p in self.pipelines:
+            p.close()
+
+
+@dataclass
+class _Entry:
+    versions: dict[int, ServedVersion]
+    state: str
+    reason: str = ""
+
+
+class ModelManager:
+    """The models of one repository: load, unload, hot swap, lookup."""
+
+    def __init__(self, config: ServeConfig, metrics: ServingMetrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self._entries: dict[str, _Entry] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def get(self, name: str, version: str | None = None) -> ServedVersion:
+        """The version to serve (the newest loaded when ``version`` is None); 404s otherwise."""
+        entry = self._entries.get(name)
+        if entry is None or not entry.versions:
+            known = sorted(n for n, e in self._entries.items() if e.versions)
+            raise UnknownModelError(f"model {name!r}: not loaded; loaded models: {known}")
+        if version is None or version == "":
+            return entry.versions[max(entry.versions)]
+        try:
+            served = entry.versions[int(version)]
+        except (ValueError, KeyError):
+            raise UnknownModelError(
+                f"model {name!r} version {version!r}: not loaded; loaded versions: {sorted(entry.versions)}"
+            ) from None
+        return served
+
+    def loaded(self) -> dict[str, list[str]]:
+        return {n: [str(v) for v in sorted(e.versions)] for n, e in self._entries.items() if e.versions}
+
+    async def load(self, name: str) -> None:
+        """Load (or reload) ``name``: new versions are built and warmed before they replace old ones."""
+        repository.check_name(name)
+        available = repository.versions(self.config.repository, name)
+        if not available:
+            raise UnknownModelError(
+                f"model {name!r}: no version in repository {self.config.repository} "
+                f"(it holds {sorted(repository.models(self.config.repository))})"
+            )
+        wanted = available[-1:] if self.config.versions == "latest" else available
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            entry = self._entries.setdefault(name, _Entry({}, "LOADING"))
+            settings = self.config.for_model(name)
+            fresh: dict[int, ServedVersion] = {}
+            try:
+                for v in wanted:
+                    if v in entry.versions and entry.versions[v].config == settings:
+                        continue
+                    folder = repository.version_path(self.config.repository, name, v)
+                    log.info("loading %s version %s from %s", name, v, folder)
+                    fresh[v] = await asyncio.to_thread(
+                        ServedVersion.build, name, v, folder, settings, self.metrics
+                    )
+            except InfernoError as exc:
+                await _close_all(fresh.values())
+                entry.state, entry.reason = ("READY" if entry.versions else "UNAVAILABLE"), str(exc)
+                raise
+            except Exception as exc:
+                await _close_all(fresh.values())
+                entry.state, entry.reason = ("READY" if entry.versions else "UNAVAILABLE"), str(exc)
+                raise ServiceUnavailableError(f"model {name!r}: loading failed: {exc}") from exc
+            for served in fresh.values():
+                served.start()
+            replaced = [s for v, s in entry.versions.items() if v in fresh or v not in wanted]
+            # one assignment publishes the new set; handlers never see a half-built one
+            entry.versions = {**{v: s for v, s in entry.versions.items() if v in wanted}, **fresh}
+            entry.state, entry.reason = "READY", ""
+            await self._retire(replaced)
+
+    async def unload(self, name: str) -> None:
+        entry = self._entries.get(name)
+        if entry is None:
+            raise UnknownModelError(f"model {name!r}: not loaded; loaded models: {sorted(self.loaded())}")
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            old = list(entry.versions.values())
+            entry.versions = {}
+            entry.state, entry.reason = "UNAVAILABLE", "unloaded"
+            await self._retire(old)
+
+    async def _retire(self, versions: list[ServedVersion]) -> None:
+        for served in versions:
+            served.ready = False
+        await _close_all(versions)
+        for served in versions:
+            self.metrics.forget(served.name, served.version)
+
+    def index(self) -> list[dict[str, Any]]:
+        """Triton's repository index: every model on disk, with its state."""
+        rows = []
+        on_disk = repository.models(self.config.repository)
+        for name in sorted(set(on_disk) | set(self._entries)):
+            entry = self._entries.get(name)
+            loaded = entry.versions if entry else {}
+            for v in on_disk.get(name, []) or sorted(loaded):
+                if v in loaded:
+                    rows.append({"name": name, "version": str(v), "state": "READY", "reason": ""})
+                elif entry is not None and entry.state == "LOADING":
+                    rows.append({"name": name, "version": str(v), "state": "LOADING", "reason": ""})
+                else:
+                    reason = entry.reason if entry is not None else ""
+                    rows.append({"name": name, "version": str(v), "state": "UNAVAILABLE", "reason": reason})
+        return rows
+
+    async def close(self) -> None:
+        for name in list(self._entries):
+            entry = self._entries[name]
+            old = list(entry.versions.values())
+            entry.versions = {}
+            await self._retire(old)
+
+
+async def _close_all(versions: Any) -> None:
+    for served in versions:
+        await served.close()

@@ -1,0 +1,332 @@
+"""What a served model does with a request: check it, run batches of it, shape the answer.
+
+- ``TextPipeline``: a BYTES input of strings, tokenized in the server, padded per runtime
+  call only to that call's longest sentence; returns L2-normalized embeddings.
+- ``TensorPipeline``: the model's own tensors (a classifier's probabilities among them).
+
+``prepare`` runs on the event loop and must be cheap: it validates and decodes one request
+into a :class:`Work`. ``execute`` runs in a batch worker thread on many works at once.
+One pipeline serves one model instance (its own runtime session), so ``execute`` is never
+called concurrently on the same pipeline.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from inferno.errors import UserInputError
+from inferno.models.signature import Signature, TensorSpec
+from inferno.models.text import TextPreprocessor
+from inferno.plan import PlanRunner
+from inferno.serving.protocol import InferRequest, OutputTensor, RequestedOutput, datatype_of
+
+TEXT_INPUT = "text"
+
+Outputs = dict[str, np.ndarray]
+"""One request's outputs by name, each with the request's rows first."""
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    """A tensor as model metadata shows it: ``-1`` for a variable dimension."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+    def describe(self) -> str:
+        return f"{self.datatype} {list(self.shape)}"
+
+
+@dataclass(frozen=True)
+class Work:
+    """One request, checked and decoded, ready to be batched."""
+
+    rows: int
+    payload: Any
+    """list[str] for text pipelines; dict of arrays for tensor pipelines."""
+    outputs: tuple[RequestedOutput, ...]
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent preparing inputs, running the model and extracting outputs (Triton's split)."""
+
+    input_s: float = 0.0
+    infer_s: float = 0.0
+    output_s: float = 0.0
+
+
+class Pipeline(ABC):
+    """One model instance behind the protocol."""
+
+    inputs: tuple[TensorMeta, ...]
+    outputs: tuple[TensorMeta, ...]
+
+    def __init__(self, runner: PlanRunner) -> None:
+        self.runner = runner
+        self.times = StageTimes()
+
+    @abstractmethod
+    def prepare(self, request: InferRequest) -> Work:
+        """Check and decode one request (event loop; raise UserInputError naming the input)."""
+
+    @abstractmethod
+    def execute(self, works: list[Work]) -> list[Outputs]:
+        """Run a batch of works; one ``Outputs`` per work, in order (worker thread)."""
+
+    @abstractmethod
+    def sample(self) -> Work:
+        """A small valid work, for warm-up."""
+
+    def requested(self, request: InferRequest) -> tuple[RequestedOutput, ...]:
+        """The outputs a request asks for, checked against this model's."""
+        known = {t.name: t for t in self.outputs}
+        if request.outputs is None:
+            return tuple(RequestedOutput(t.name, request.binary_output) for t in self.outputs)
+        for out in request.outputs:
+            meta = known.get(out.name)
+            if meta is None:
+                raise UserInputError(f"output {out.name!r}: expected one of {sorted(known)}, got an unknown name")
+            if out.classification and (not meta.datatype.startswith("FP") or len(meta.shape) != 2):
+                raise UserInputError(
+                    f"output {out.name!r}: classification needs a float [batch, classes] output, "
+                    f"this one is {meta.describe()}"
+                )
+        return request.outputs
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+def respond(work: Work, outputs: Outputs) -> list[OutputTensor]:
+    """The response tensors for one work: raw, or top-k classes where asked."""
+    tensors = []
+    for out in work.outputs:
+        data = outputs[out.name]
+        if out.classification:
+            data = top_k(data, out.classification)
+        tensors.append(OutputTensor(out.name, data, out.binary))
+    return tensors
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Triton's classification strings ``"score:index"``, best first, shape [rows, k]."""
+    k = min(k, scores.shape[1])
+    best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    out = np.empty(best.shape, dtype=object)
+    for r, row in enumerate(best):
+        for c, index in enumerate(row):
+            out[r, c] = f"{float(scores[r, index]):.6f}:{int(index)}".encode()
+    return out
+
+
+def build_pipeline(runner: PlanRunner, group_by_length: bool = True) -> Pipeline:
+    """The pipeline a plan calls for: text models get tokenization, others their tensors."""
+    if isinstance(runner.preprocessor, TextPreprocessor):
+        return TextPipeline(runner, runner.preprocessor, group_by_length)
+    return TensorPipeline(runner)
+
+
+def _meta(spec: TensorSpec) -> TensorMeta:
+    return TensorMeta(spec.name, datatype_of(spec.dtype),
+                      tuple(d if isinstance(d, int) else -1 for d in spec.shape))
+
+
+class TensorPipeline(Pipeline):
+    """The model's tensors in and out; requests of the same trailing shape share a runtime call."""
+
+    def __init__(self, runner: PlanRunner) -> None:
+        super().__init__(runner)
+        self.signature: Signature = runner.signature
+        self.inputs = tuple(_meta(s) for s in self.signature.inputs)
+        self.outputs = tuple(_meta(s) for s in self.signature.outputs)
+        self._batched = all(s.shape and not isinstance(s.shape[0], int) for s in self.signature.inputs)
+
+    def prepare(self, request: InferRequest) -> Work:
+        expected = [t.name for t in self.inputs]
+        missing = [n for n in expected if n not in request.inputs]
+        unknown = sorted(set(request.inputs) - set(expected))
+        if missing or unknown:
+            raise UserInputError(
+                f"inputs: expected {expected}, got {sorted(request.inputs)}"
+                + (f" (missing {missing})" if missing else "") + (f" (unknown {unknown})" if unknown else "")
+            )
+        feeds = {}
+        rows: int | None = None
+        for meta in self.inputs:
+            tensor = request.inputs[meta.name]
+            found = f"{tensor.datatype} {list(tensor.shape)}"
+            if tensor.datatype != meta.datatype or len(tensor.shape) != len(meta.shape) or any(
+                d != -1 and d != s for d, s in zip(meta.shape, tensor.shape, strict=True)
+            ):
+                raise UserInputError(f"input {meta.name!r}: expected {meta.describe()}, got {found}")
+            if self._batched:
+                if rows is not None and tensor.shape[0] != rows:
+                    raise UserInputError(
+                        f"input {meta.name!r}: expected batch {rows} like the inputs before it, got {tensor.shape[0]}"
+                    )
+                rows = tensor.shape[0]
+            feeds[meta.name] = tensor.data
+        if rows == 0:
+            raise UserInputError(f"input {self.inputs[0].name!r}: expected at least one row, got 0")
+        return Work(rows or 1, feeds, self.requested(request))
+
+    def execute(self, works: list[Work]) -> list[Outputs]:
+        results: list[Outputs | None] = [None] * len(works)
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for i, work in enumerate(works):
+            key = tuple(a.shape[1:] for a in work.payload.values()) if self._batched else (i,)
+            groups.setdefault(key, []).append(i)
+        names = [t.name for t in self.outputs]
+        for members in groups.values():
+            t0 = time.perf_counter()
+            feeds = {name: np.concatenate([works[i].payload[name] for i in members]) if len(members) > 1
+                     else works[members[0]].payload[name] for name in works[members[0]].payload}
+            t1 = time.perf_counter()
+            arrays = self.runner.runtime.run(feeds)
+            t2 = time.perf_counter()
+            start = 0
+            for i in members:
+                stop = start + works[i].rows
+                results[i] = {n: (a[start:stop] if self._batched else a) for n, a in zip(names, arrays, strict=True)}
+                start = stop
+            self._clock(t0, t1, t2)
+        return [r for r in results if r is not None]
+
+    def sample(self) -> Work:
+        feeds = {}
+        for spec in self.signature.inputs:
+            shape = tuple(d if isinstance(d, int) else (1 if j == 0 else 8) for j, d in enumerate(spec.shape))
+            feeds[spec.name] = np.zeros(shape, dtype=spec.dtype)
+        return Work(1, feeds, tuple(RequestedOutput(t.name, False) for t in self.outputs))
+
+    def _clock(self, t0: float, t1: float, t2: float) -> None:
+        self.times.input_s += t1 - t0
+        self.times.infer_s += t2 - t1
+        self.times.output_s += time.perf_counter() - t2
+
+
+class TextPipeline(Pipeline):
+    """Strings in (input ``text``, BYTES [n]), normalized embeddings out."""
+
+    OVERHEAD_TOKENS = 64
+    """What one more runtime call costs, in padded token rows: splitting a batch by length
+    pays only when it saves more padding than this."""
+
+    def __init__(self, runner: PlanRunner, text: TextPreprocessor, group_by_length: bool = True) -> None:
+        super().__init__(runner)
+        self.feed_names = text.input_names
+        self.tokenizer = Tokenizer.from_file(str(text.tokenizer_path))
+        self.tokenizer.no_padding()  # padding happens per runtime call, to that call's longest
+        self.tokenizer.enable_truncation(text.max_length)
+        self.group_by_length = group_by_length
+        signature = runner.signature
+        self.primary = signature.primary_output()
+        spec = signature.outputs[self.primary]
+        self.inputs = (TensorMeta(TEXT_INPUT, "BYTES", (-1,)),)
+        self.outputs = (TensorMeta(spec.name, "FP32", (-1, -1)),)
+        width = spec.shape[-1] if isinstance(spec.shape[-1], int) else self.execute([self.sample()])[0][spec.name].shape[-1]
+        self.outputs = (TensorMeta(spec.name, "FP32", (-1, int(width))),)
+
+    def prepare(self, request: InferRequest) -> Work:
+        tensor = request.inputs.get(TEXT_INPUT)
+        if tensor is None or len(request.inputs) != 1:
+            raise UserInputError(f"inputs: expected ['{TEXT_INPUT}'] (BYTES [n]), got {sorted(request.inputs)}")
+        if tensor.datatype != "BYTES" or not (
+            len(tensor.shape) == 1 or (len(tensor.shape) == 2 and tensor.shape[1] == 1)
+        ):
+            raise UserInputError(
+                f"input {TEXT_INPUT!r}: expected BYTES [n] or [n, 1], got {tensor.datatype} {list(tensor.shape)}"
+            )
+        if tensor.shape[0] == 0:
+            raise UserInputError(f"input {TEXT_INPUT!r}: expected at least one string, got 0")
+        try:
+            texts = [b.decode("utf-8") for b in tensor.data.reshape(-1)]
+        except UnicodeDecodeError as exc:
+            raise UserInputError(f"input {TEXT_INPUT!r}: expected UTF-8 strings, got invalid bytes ({exc})") from None
+        return Work(len(texts), texts, self.requested(request))
+
+    def execute(self, works: list[Work]) -> list[Outputs]:
+        t0 = time.perf_counter()
+        texts = [text for work in works for text in work.payload]
+        encodings = self.tokenizer.encode_batch(texts)
+        lengths = [max(1, len(e.ids)) for e in encodings]
+        groups = length_groups(lengths, self.OVERHEAD_TOKENS) if self.group_by_length else [list(range(len(texts)))]
+        embeddings: np.ndarray | None = None
+        infer_s = 0.0
+        for members in groups:
+            feeds = self._feeds([encodings[i] for i in members], max(lengths[i] for i in members))
+            t1 = time.perf_counter()
+            out = self.runner.runtime.run(feeds)[self.primary]
+            infer_s += time.perf_counter() - t1
+            if embeddings is None:
+                embeddings = np.empty((len(texts), out.shape[-1]), dtype=np.float32)
+            embeddings[members] = out
+        if embeddings is None:
+            raise RuntimeError("execute() got no works")  # the batcher never sends an empty batch
+        t3 = time.perf_counter()
+        embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+        name = self.outputs[0].name
+        results: list[Outputs] = []
+        start = 0
+        for work in works:
+            results.append({name: embeddings[start:start + work.rows]})
+            start += work.rows
+        self.times.input_s += t3 - t0 - infer_s
+        self.times.infer_s += infer_s
+        self.times.output_s += time.perf_counter() - t3
+        return results
+
+    def _feeds(self, encodings: Sequence[Any], length: int) -> dict[str, np.ndarray]:
+        ids = np.zeros((len(encodings), length), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        types = np.zeros_like(ids)
+        for row, enc in enumerate(encodings):
+            n = len(enc.ids)
+            ids[row, :n] = enc.ids
+            mask[row, :n] = enc.attention_mask
+            types[row, :n] = enc.type_ids
+        columns = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        return {name: columns[name] for name in self.feed_names}
+
+    def sample(self) -> Work:
+        texts = ["warm-up", "a somewhat longer sentence to warm the model up with"]
+        return Work(len(texts), texts, (RequestedOutput(self.outputs[0].name, False),))
+
+
+def length_groups(lengths: Sequence[int], overhead: int) -> list[list[int]]:
+    """Split rows into runtime calls by length, minimizing Σ(rows × longest) + overhead per call.
+
+    Rows are sorted by length and cut only where the length changes; a dynamic program over
+    those cut points picks the cheapest split (one call when splitting does not pay).
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    ends = [i + 1 for i in range(len(order))
+            if i == len(order) - 1 or lengths[order[i]] != lengths[order[i + 1]]]
+    best = [0.0] + [float("inf")] * len(ends)
+    cut = [0] * (len(ends) + 1)
+    starts = [0, *ends]
+    for j in range(1, len(starts)):
+        longest = lengths[order[starts[j] - 1]]
+        for k in range(j):
+            cost = best[k] + overhead + (starts[j] - starts[k]) * longest
+            if cost < best[j]:
+                best[j], cut[j] = cost, k
+    groups = []
+    j = len(starts) - 1
+    while j > 0:
+        groups.append(order[starts[cut[j]]:starts[j]])
+        j = cut[j]
+    return groups[::-1]
+

@@ -1,0 +1,336 @@
+"""Open Inference Protocol v2 infer bodies: JSON tensors and Triton's binary tensor extension.
+
+Parsing is strict and every refusal names the input, what was expected and what was found:
+the server answers it as 400 and keeps serving. Nothing here knows about models.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from inferno.errors import UserInputError
+
+HEADER_LENGTH = "inference-header-content-length"
+
+DATATYPES: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype("<u1"), "UINT16": np.dtype("<u2"), "UINT32": np.dtype("<u4"), "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"), "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
+    "BYTES": np.dtype(object),
+}
+_NAMES = {dtype: name for name, dtype in DATATYPES.items() if name != "BYTES"}
+
+
+def datatype_of(dtype: np.dtype[Any] | str) -> str:
+    """The protocol datatype of a numpy dtype (``float32`` → ``FP32``)."""
+    dt = np.dtype(dtype)
+    if dt.kind in "OSU":
+        return "BYTES"
+    name = _NAMES.get(dt)
+    if name is None:
+        raise UserInputError(f"dtype {dt}: no Open Inference Protocol datatype for it")
+    return name
+
+
+@dataclass(frozen=True)
+class InputTensor:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    data: np.ndarray
+    """Shaped as ``shape``; BYTES tensors hold ``bytes`` objects."""
+
+    def raw(self) -> bytes:
+        """The tensor's content as bytes (the response cache's key material)."""
+        if self.datatype == "BYTES":
+            return b"".join(struct.pack("<I", len(b)) + b for b in self.data.reshape(-1))
+        return np.ascontiguousarray(self.data).tobytes()
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    name: str
+    binary: bool
+    classification: int = 0
+    """Top-k classes as ``"score:index"`` strings instead of the tensor (0: the tensor)."""
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    inputs: dict[str, InputTensor]
+    outputs: tuple[RequestedOutput, ...] | None
+    """None: every output, in the default format."""
+    binary_output: bool
+    """The request's ``binary_data_output``: the default format of outputs."""
+    id: str | None = None
+    timeout_us: int | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutputTensor:
+    name: str
+    data: np.ndarray
+    binary: bool = False
+
+
+def parse_infer_request(body: bytes, header_length: str | None = None) -> InferRequest:
+    """Parse an infer body; ``header_length`` is the ``Inference-Header-Content-Length`` header."""
+    header, binary = _split(body, header_length)
+    try:
+        doc = orjson.loads(header)
+    except orjson.JSONDecodeError as exc:
+        raise UserInputError(f"request body: expected JSON, got invalid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise UserInputError(f"request body: expected a JSON object, got {_kind(doc)}")
+    params = _parameters(doc.get("parameters"), "request")
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise UserInputError(f"'inputs': expected a non-empty list of tensors, got {_kind(raw_inputs)}")
+    inputs: dict[str, InputTensor] = {}
+    offset = 0
+    for i, raw in enumerate(raw_inputs):
+        tensor, offset = _input(raw, i, binary, offset)
+        if tensor.name in inputs:
+            raise UserInputError(f"input {tensor.name!r}: given twice")
+        inputs[tensor.name] = tensor
+    if offset != len(binary):
+        raise UserInputError(
+            f"binary data: the inputs' binary_data_size add up to {offset} bytes, "
+            f"but {len(binary)} bytes follow the JSON header"
+        )
+    binary_output = _flag(params.get("binary_data_output", False), "parameter 'binary_data_output'")
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise UserInputError(f"'id': expected a string, got {_kind(request_id)}")
+    timeout = params.get("timeout")
+    if timeout is not None and (not _is_int(timeout) or timeout < 0):
+        raise UserInputError(f"parameter 'timeout': expected microseconds (an integer >= 0), got {timeout!r}")
+    return InferRequest(inputs, _outputs(doc.get("outputs"), binary_output), binary_output,
+                        request_id, timeout, params)
+
+
+def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    if header_length is None:
+        return body, b""
+    try:
+        n = int(header_length)
+    except ValueError:
+        n = -1
+    if not 0 < n <= len(body):
+        raise UserInputError(
+            f"header Inference-Header-Content-Length: expected a length between 1 and the body size "
+            f"{len(body)}, got {header_length!r}"
+        )
+    return body[:n], body[n:]
+
+
+def _input(raw: Any, index: int, binary: bytes, offset: int) -> tuple[InputTensor, int]:
+    if not isinstance(raw, dict):
+        raise UserInputError(f"inputs[{index}]: expected a tensor object, got {_kind(raw)}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise UserInputError(f"inputs[{index}].name: expected a non-empty string, got {name!r}")
+    where = f"input {name!r}"
+    datatype = raw.get("datatype")
+    if datatype not in DATATYPES:
+        raise UserInputError(f"{where}: expected a datatype among {', '.join(DATATYPES)}, got {datatype!r}")
+    shape = raw.get("shape")
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        raise UserInputError(f"{where}: expected 'shape' as a list of integers >= 0, got {shape!r}")
+    count = math.prod(shape)
+    params = _parameters(raw.get("parameters"), where)
+    size = params.get("binary_data_size")
+    if size is not None:
+        if not _is_int(size) or size < 0:
+            raise UserInputError(f"{where}: expected binary_data_size as an integer >= 0, got {size!r}")
+        if "data" in raw:
+            raise UserInputError(f"{where}: has both 'data' and binary_data_size; expected one")
+        if offset + size > len(binary):
+            raise UserInputError(
+                f"{where}: binary_data_size {size} at offset {offset}, but only {len(binary)} "
+                "binary bytes follow the JSON header"
+            )
+        array = _from_binary(binary[offset:offset + size], datatype, count, where)
+        offset += size
+    elif "data" in raw:
+        array = _from_json(raw["data"], datatype, count, where)
+    else:
+        raise UserInputError(f"{where}: expected 'data' or parameters.binary_data_size, got neither")
+    return InputTensor(name, datatype, tuple(shape), array.reshape(shape)), offset
+
+
+def _from_binary(chunk: bytes, datatype: str, count: int, where: str) -> np.ndarray:
+    if datatype == "BYTES":
+        items: list[bytes] = []
+        pos = 0
+        while pos < len(chunk):
+            if pos + 4 > len(chunk):
+                raise UserInputError(f"{where}: BYTES element {len(items)} has a truncated 4-byte length")
+            (length,) = struct.unpack_from("<I", chunk, pos)
+            pos += 4
+            if pos + length > len(chunk):
+                raise UserInputError(
+                    f"{where}: BYTES element {len(items)} claims {length} bytes, {len(chunk) - pos} remain"
+                )
+            items.append(chunk[pos:pos + length])
+            pos += length
+        if len(items) != count:
+            raise UserInputError(f"{where}: shape holds {count} elements, binary data holds {len(items)}")
+        return _objects(items)
+    dtype = DATATYPES[datatype]
+    if len(chunk) != count * dtype.itemsize:
+        raise UserInputError(
+            f"{where}: shape holds {count} {datatype} elements = {count * dtype.itemsize} bytes, "
+            f"binary_data_size is {len(chunk)}"
+        )
+    return np.frombuffer(chunk, dtype=dtype)
+
+
+def _from_json(data: Any, datatype: str, count: int, where: str) -> np.ndarray:
+    flat = data if isinstance(data, list) and (not data or not isinstance(data[0], list)) else _flatten(data, where)
+    if len(flat) != count:
+        raise UserInputError(f"{where}: shape holds {count} elements, 'data' holds {len(flat)}")
+    if datatype == "BYTES":
+        if not all(isinstance(s, str) for s in flat):
+            bad = next(s for s in flat if not isinstance(s, str))
+            raise UserInputError(f"{where}: BYTES data: expected strings, got {_kind(bad)}")
+        return _objects([s.encode("utf-8", "surrogatepass") for s in flat])
+    if datatype == "BOOL":
+        if not all(isinstance(v, bool) for v in flat):
+            raise UserInputError(f"{where}: BOOL data: expected true/false values")
+    elif not all(_is_number(v) for v in flat):
+        bad = next(v for v in flat if not _is_number(v))
+        raise UserInputError(f"{where}: {datatype} data: expected numbers, got {_kind(bad)} {str(bad)[:40]!r}")
+    try:
+        with np.errstate(over="raise", invalid="raise"):
+            array = np.asarray(flat, dtype=DATATYPES[datatype])
+    except (OverflowError, ValueError, TypeError, FloatingPointError) as exc:
+        raise UserInputError(f"{where}: values do not fit {datatype} ({exc})") from None
+    if datatype.startswith(("INT", "UINT")) and not all(isinstance(v, int) for v in flat):
+        raise UserInputError(f"{where}: {datatype} data: expected integers, got a fraction")
+    return array
+
+
+def _flatten(data: Any, where: str) -> list[Any]:
+    if not isinstance(data, list):
+        raise UserInputError(f"{where}: expected 'data' as a list, got {_kind(data)}")
+    out: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                if len(stack) > 32:
+                    raise UserInputError(f"{where}: 'data' nested deeper than 32 levels")
+                stack.append(iter(item))
+                break
+            out.append(item)
+        else:
+            stack.pop()
+    return out
+
+
+def _objects(items: list[bytes]) -> np.ndarray:
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array
+
+
+def _outputs(raw: Any, binary_default: bool) -> tuple[RequestedOutput, ...] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise UserInputError(f"'outputs': expected a list of {{name, parameters}}, got {_kind(raw)}")
+    outputs = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise UserInputError(f"outputs[{i}]: expected an object with a string 'name', got {str(item)[:60]!r}")
+        name = item["name"]
+        params = _parameters(item.get("parameters"), f"output {name!r}")
+        binary = _flag(params.get("binary_data", binary_default), f"output {name!r} parameter 'binary_data'")
+        k = params.get("classification", 0)
+        if not _is_int(k) or k < 0:
+            raise UserInputError(f"output {name!r}: expected classification as an integer >= 0, got {k!r}")
+        outputs.append(RequestedOutput(name, binary, k))
+    return tuple(outputs)
+
+
+def _parameters(raw: Any, where: str) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise UserInputError(f"{where}: expected 'parameters' as an object, got {_kind(raw)}")
+    return raw
+
+
+def _flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise UserInputError(f"{where}: expected true or false, got {value!r}")
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def encode_infer_response(
+    model: str, version: str, outputs: list[OutputTensor], request_id: str | None = None,
+) -> tuple[bytes, dict[str, str]]:
+    """The response body and its extra headers (the header length when any output is binary)."""
+    tensors: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for out in outputs:
+        datatype = datatype_of(out.data.dtype)
+        tensor: dict[str, Any] = {"name": out.name, "datatype": datatype, "shape": list(out.data.shape)}
+        if out.binary:
+            raw = _binary(out.data, datatype)
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            tensor["data"] = _json_data(out.data, datatype)
+        tensors.append(tensor)
+    doc: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": tensors}
+    if request_id:
+        doc["id"] = request_id
+    header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not chunks:
+        return header, {}
+    return header + b"".join(chunks), {"inference-header-content-length": str(len(header))}
+
+
+def _binary(data: np.ndarray, datatype: str) -> bytes:
+    if datatype == "BYTES":
+        return b"".join(struct.pack("<I", len(b)) + b for b in (_as_bytes(x) for x in data.reshape(-1)))
+    return np.ascontiguousarray(data, dtype=DATATYPES[datatype]).tobytes()
+
+
+def _json_data(data: np.ndarray, datatype: str) -> Any:
+    if datatype == "BYTES":
+        return [_as_bytes(x).decode("utf-8", "replace") for x in data.reshape(-1)]
+    if datatype == "FP16":
+        return data.astype(np.float32).reshape(-1)
+    return np.ascontiguousarray(data).reshape(-1)
+
+
+def _as_bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode("utf-8")
+
+
+def error_body(message: str) -> bytes:
+    return orjson.dumps({"error": message})

@@ -1,0 +1,126 @@
+"""Running the app on uvicorn: ``serve`` in the foreground, ``ServerThread`` for tests and benchmarks.
+
+On SIGTERM or SIGINT uvicorn stops accepting connections and lets in-flight requests
+finish (up to ``graceful_timeout_s``); the app's shutdown then drains every batcher, and
+the process exits 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import importlib.util
+import logging
+import signal
+import socket
+import threading
+import time
+from types import TracebackType
+
+import uvicorn
+
+from inferno.errors import ConfigError, ServiceUnavailableError
+from inferno.serving.app import InfernoApp
+from inferno.serving.config import ServeConfig
+
+log = logging.getLogger(__name__)
+
+
+def _uvicorn_config(app: InfernoApp, config: ServeConfig) -> uvicorn.Config:
+    return uvicorn.Config(
+        app, host=config.host, port=config.port, lifespan="on",
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        access_log=False, log_level="warning", backlog=4096,
+        timeout_graceful_shutdown=round(config.graceful_timeout_s),
+    )
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket; a clear error when the address is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"--host/--port {host}:{port}: cannot listen there ({exc.strerror})") from None
+    sock.listen(4096)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(config: ServeConfig) -> None:
+    """Serve until SIGTERM/SIGINT (blocking)."""
+    app = InfernoApp(config)
+    sock = bind(config.host, config.port)
+    server = uvicorn.Server(_uvicorn_config(app, config))
+    # uvicorn drains, then re-raises the signal against the handlers it found: make those a
+    # clean exit, so a graceful stop ends with status 0 rather than "killed by SIGTERM".
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_cleanly)
+    server.run(sockets=[sock])
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+class ServerThread:
+    """A real server on 127.0.0.1 in a background thread; ``with ServerThread(config) as url:``.
+
+    ``port=0`` picks a free port. Entering waits until ``/v2/health/ready`` answers 200.
+    """
+
+    def __init__(self, config: ServeConfig, ready_timeout_s: float = 120.0) -> None:
+        self.config = config
+        self.app = InfernoApp(config)
+        self.ready_timeout_s = ready_timeout_s
+        self._sock = bind(config.host, config.port)
+        self.port: int = self._sock.getsockname()[1]
+        self.url = f"http://{config.host}:{self.port}"
+        self._server = uvicorn.Server(_uvicorn_config(self.app, config))
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
+                                        name="inferno-server", daemon=True)
+
+    def __enter__(self) -> str:
+        self._thread.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self.url
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            if not self._thread.is_alive():
+                raise ServiceUnavailableError("the server thread stopped before it was ready")
+            if _status(self.config.host, self.port, "/v2/health/ready") == 200:
+                return
+            time.sleep(0.05)
+        raise ServiceUnavailableError(f"the server was not ready within {self.ready_timeout_s:.0f} s")
+
+    def stop(self) -> None:
+        """Graceful stop, as on SIGTERM: in-flight requests finish first."""
+        self._server.should_exit = True
+        self._thread.join(timeout=self.config.graceful_timeout_s + 30)
+        with contextlib.suppress(OSError):
+            self._sock.close()
+
+
+def _status(host: str, port: int, path: str) -> int | None:
+    conn = http.client.HTTPConnection(host, port, timeout=2)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    except OSError:
+        return None
+    finally:
+        conn.close()
