@@ -57,6 +57,71 @@ def hardware(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")
 
 
 @app.command()
+def serve(
+    target: Annotated[str, typer.Argument(
+        metavar="[REPO]", help="Model repository folder, or a bundled model name (minilm, digits): "
+                               "served from --repository, accelerated first when it has no plan yet.")] = "model_repository",
+    model: Annotated[list[str] | None, typer.Option("--model", help="Serve only this model (repeatable).")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    repository: Annotated[Path, typer.Option(help="Repository for a bundled model name.")] = Path("model_repository"),
+    token: Annotated[str | None, typer.Option(help="Bearer token for all but health endpoints "
+                                                   "(or INFERNO_SERVE_TOKEN).")] = None,
+    max_batch_size: Annotated[int, typer.Option(help="Most rows per runtime call and per request.")] = 64,
+    max_queue_delay_us: Annotated[int, typer.Option(help="How long a batch may wait to fill (0: run when an "
+                                                         "instance is free).")] = 0,
+    queue_size: Annotated[int, typer.Option(help="Waiting requests beyond this get 503.")] = 1024,
+    instances: Annotated[int, typer.Option(help="Model instances per version.")] = 1,
+    threads: Annotated[int | None, typer.Option(help="Runtime threads per instance (default: the plan's).")] = None,
+    cache_mb: Annotated[float, typer.Option(help="Response cache size in MiB (0: off).")] = 0.0,
+    timeout_s: Annotated[float, typer.Option(help="Default per-request timeout, seconds.")] = 30.0,
+    max_body_mb: Annotated[float, typer.Option(help="Largest request body, MiB (larger: 413).")] = 64.0,
+    versions: Annotated[str, typer.Option(help="Versions to load: latest or all.")] = "latest",
+) -> None:
+    """Serve a model repository over the Open Inference Protocol v2 (KServe / Triton clients work)."""
+    from pydantic import ValidationError
+
+    from inferno import repository as repo
+    from inferno.config import describe_validation_error, serve_token
+    from inferno.errors import ConfigError
+    from inferno.models.zoo import BUNDLED
+    from inferno.serving import ModelServeConfig, ServeConfig
+    from inferno.serving import serve as run_server
+
+    folder = Path(target)
+    names = list(model or [])
+    if not folder.is_dir() and target in BUNDLED:
+        folder, names = repository, [target, *[n for n in names if n != target]]
+        if not repo.versions(folder, target):
+            err.print(f"no plan for {target} in {folder} yet: running inferno accelerate {target} first")
+            _accelerate_with_progress(target, repository=folder)
+    if not folder.is_dir():
+        raise ConfigError(f"repository {target!r}: expected a folder written by `inferno accelerate` "
+                          f"or a bundled model name ({', '.join(BUNDLED)}), found neither")
+    available = repo.models(folder)
+    missing = [n for n in names if n not in available]
+    if missing or not available:
+        raise ConfigError(f"--model {missing or names}: not in repository {folder} "
+                          f"(it holds {sorted(available) or 'no models'})")
+    try:
+        config = ServeConfig.model_validate({
+            "repository": folder, "models": tuple(names), "host": host, "port": port,
+            "token": token or serve_token(), "max_body_bytes": int(max_body_mb * 2**20), "versions": versions,
+            "defaults": ModelServeConfig.model_validate({
+                "max_batch_size": max_batch_size, "max_queue_delay_us": max_queue_delay_us,
+                "max_queue_size": queue_size, "instances": instances, "threads": threads,
+                "cache_bytes": int(cache_mb * 2**20), "timeout_s": timeout_s}),
+        })
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from exc
+    logging.getLogger("inferno").setLevel(logging.DEBUG if _state["debug"] else logging.INFO)
+    served = names or sorted(available)
+    err.print(f"serving {', '.join(served)} from {folder} on http://{host}:{port} "
+              "(ready when /v2/health/ready answers 200; Ctrl-C or SIGTERM stops after in-flight requests)")
+    run_server(config)
+
+
+@app.command()
 def accelerate(
     model: Annotated[str, typer.Argument(help="Bundled name (minilm, digits), .onnx/TorchScript/.pt2 file, "
                                                "package.module:attr, or a pickle with --trust.")] = "minilm",
@@ -77,7 +142,6 @@ def accelerate(
 ) -> None:
     """Build optimized variants, measure each on every runtime, keep the fastest within budget."""
     from inferno.config import parse_budget
-    from inferno.tuning import accelerate as run
     from inferno.tuning.render import COLUMNS, rows, summary
 
     settings: dict[str, Any] = {"objective": objective, "batch_size": batch_size, "repeats": repeats,
@@ -90,14 +154,8 @@ def accelerate(
         settings["variants"] = _recipes(variants)
     if runtimes:
         settings["runtimes"] = tuple(r.strip() for r in runtimes.split(",") if r.strip())
-    with _progress() as progress:
-        task_id = progress.add_task("loading the model", total=None)
-
-        def update(what: str, done: int, total: int) -> None:
-            progress.update(task_id, description=what, completed=done, total=total)
-
-        report = run(model, repository=repository, trust=trust, data=data, task=task, name=name,
-                     progress=update, **settings)
+    report = _accelerate_with_progress(model, repository=repository, trust=trust, data=data, task=task,
+                                       name=name, **settings)
     if as_json:
         print(report.to_json())
         return
@@ -169,6 +227,19 @@ def _recipes(text: str) -> tuple[str, ...]:
     if unknown:
         raise ConfigError(f"--variants: unknown {unknown}; expected some of {', '.join(RECIPES)}")
     return names
+
+
+def _accelerate_with_progress(model: str, **settings: Any) -> Any:
+    """Run ``accelerate`` with a progress bar on stderr; returns its Report."""
+    from inferno.tuning import accelerate as run
+
+    with _progress() as progress:
+        task_id = progress.add_task("loading the model", total=None)
+
+        def update(what: str, done: int, total: int) -> None:
+            progress.update(task_id, description=what, completed=done, total=total)
+
+        return run(model, progress=update, **settings)
 
 
 def _progress() -> Progress:
