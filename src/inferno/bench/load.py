@@ -101,15 +101,15 @@ async def send(
 ) -> tuple[str, str] | None:
     """POST one body; None on HTTP 200, else ``(kind, message)``. The response is read whole."""
     try:
-        async with session.post(target.url, data=body) as resp:
+        async with session.post(target.url, data=body, allow_redirects=False) as resp:
             payload = await resp.read()
             if resp.status == 200:
                 return None
-            return f"HTTP {resp.status}", payload[:200].decode("utf-8", "replace")
+            return f"HTTP {resp.status}", " ".join(payload[:200].decode("utf-8", "replace").split())
     except TimeoutError:
         return "timeout", f"no answer within {target.timeout_s:g} s"
     except (aiohttp.ClientError, OSError) as exc:
-        return type(exc).__name__, str(exc) or type(exc).__name__
+        return type(exc).__name__, (str(exc) or type(exc).__name__)[:200]
 
 
 def poisson_arrivals(rate: float, seed: int | list[int]) -> Iterator[float]:

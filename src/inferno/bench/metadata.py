@@ -74,7 +74,7 @@ async def fetch_inputs(
     """
     target = url + metadata_path(model, version)
     try:
-        async with session.get(target) as resp:
+        async with session.get(target, allow_redirects=False) as resp:
             status, body = resp.status, await resp.read()
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise UserInputError(unreachable(url, exc)) from exc

@@ -43,6 +43,8 @@ def _app(behaviour: Behaviour) -> web.Application:
         )
 
     async def metadata(request: web.Request) -> web.Response:
+        if request.match_info["model"] == "moved":  # must not be followed: elsewhere is off limits
+            raise web.HTTPTemporaryRedirect("http://127.0.0.1:9/v2/models/fake")
         if request.match_info["model"] != "fake":
             return web.json_response({"error": "unknown model"}, status=404)
         if not authorized(request):

@@ -106,6 +106,11 @@ def test_unknown_model_names_it(fake_server: FakeServer) -> None:
         run_bench(_config(fake_server, model="nope"))
 
 
+def test_redirects_are_not_followed(fake_server: FakeServer) -> None:
+    with pytest.raises(UserInputError, match="HTTP 307"):
+        run_bench(_config(fake_server, model="moved"))
+
+
 def test_unreachable_server_is_one_clear_line() -> None:
     import socket
 
