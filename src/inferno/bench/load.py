@@ -61,9 +61,9 @@ class Tally:
     def count(self) -> int:
         return len(self.latencies) + self.errors
 
-    def fail(self, kind: str, message: str) -> None:
-        self.errors += 1
-        self.kinds[kind] += 1
+    def fail(self, kind: str, message: str, count: int = 1) -> None:
+        self.errors += count
+        self.kinds[kind] += count
         seen = self.examples.setdefault(kind, [])
         if len(seen) < EXAMPLES and message not in seen:
             seen.append(message)
@@ -170,7 +170,7 @@ async def open_loop(
     in_flight: set[asyncio.Task[None]] = set()
     begin = time.perf_counter()
     end_offset = target.warmup_s + target.duration_s
-    offered = [0, target.duration_s]  # arrivals sent in the window, and the window's length
+    sent, window = 0, target.duration_s  # arrivals in the measured window, and its length
 
     async def one(body: bytes, record: bool) -> None:
         start = time.perf_counter()
@@ -183,6 +183,7 @@ async def open_loop(
             tally.fail(*failure)
 
     async def issue() -> None:
+        nonlocal sent, window
         for issued, offset in enumerate(poisson_arrivals(rate, seed)):
             if offset >= end_offset or done.is_set():
                 break
@@ -193,10 +194,10 @@ async def open_loop(
                 await asyncio.sleep(0)  # running late: still let responses in
             record = offset >= target.warmup_s
             if record:
-                if offered[0] == target.max_requests:
-                    offered[1] = offset - target.warmup_s
+                if sent == target.max_requests:
+                    window = offset - target.warmup_s
                     break
-                offered[0] += 1
+                sent += 1
             if len(in_flight) >= MAX_IN_FLIGHT:
                 if record:
                     tally.fail("client saturated", f"{MAX_IN_FLIGHT} requests already outstanding")
@@ -209,8 +210,10 @@ async def open_loop(
     issuer = asyncio.create_task(issue())
     await _watch(done, begin, begin + end_offset, tally, f"rate {rate:g}/s", target, tick)
     await _drain([issuer, *in_flight], target)
-    window = max(offered[1], 1e-9)
-    return tally.point("rate", rate, window, offered_rps=offered[0] / window)
+    if sent > tally.count:  # cancelled by the drain: they arrived, so they count
+        tally.fail("unfinished", "still outstanding when the run ended", sent - tally.count)
+    window = max(window, 1e-9)
+    return tally.point("rate", rate, window, offered_rps=sent / window)
 
 
 async def _watch(

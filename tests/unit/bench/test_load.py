@@ -123,3 +123,19 @@ def test_unreachable_server_is_one_clear_line() -> None:
     assert str(info.value) == (
         f"cannot reach {url}: connection refused — is `inferno serve` running?"
     )
+
+
+def test_open_loop_counts_requests_cut_off_at_the_end(
+    fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inferno.bench import load
+
+    monkeypatch.setattr(load, "DRAIN_S", 0.2)
+    fake_server.behaviour.delay_s = 1.5
+    began = time.monotonic()
+    report = run_bench(_config(fake_server, rates=(50.0,), duration_s=0.5, warmup_s=0))
+    assert time.monotonic() - began < 4
+    (point,) = report.points
+    assert point.requests > 0 and point.errors == point.requests
+    assert set(point.error_kinds) == {"unfinished"}
+    assert point.offered_rps == pytest.approx(point.requests / point.duration_s)
