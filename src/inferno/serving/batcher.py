@@ -45,7 +45,7 @@ class BatchObserver(Protocol):
     def on_batch(self, record: BatchRecord) -> None: ...
 
 
-@dataclass
+@dataclass(eq=False)  # identity: the queue removes a cancelled request by identity
 class _Pending(Generic[T, R]):
     item: T
     rows: int
@@ -118,16 +118,24 @@ class DynamicBatcher(Generic[T, R]):
                 f"queue full: {len(self._queue)} requests waiting (max_queue_size {self.max_queue_size})", 1.0
             )
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(item, rows, future, self._clock(), deadline))
+        pending = _Pending(item, rows, future, self._clock(), deadline)
+        self._queue.append(pending)
         self._queued_rows += rows
         self._arrived.set()
-        if deadline is None:
-            return await future
         try:
-            async with asyncio.timeout(max(0.0, deadline - self._clock())):
+            if deadline is None:
                 return await future
-        except TimeoutError:
-            raise DeadlineExceededError("request timed out before it was served") from None
+            scope = asyncio.timeout(max(0.0, deadline - self._clock()))
+            try:
+                async with scope:
+                    return await future
+            except TimeoutError:
+                if not scope.expired():  # a TimeoutError raised by execute itself
+                    raise
+                raise DeadlineExceededError("request timed out before it was served") from None
+        finally:
+            if future.cancelled():
+                self._discard(pending)
 
     async def close(self) -> None:
         """Stop taking requests, finish every queued one, then stop the workers."""
@@ -187,6 +195,14 @@ class DynamicBatcher(Generic[T, R]):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):
                     await self._arrived.wait()
+
+    def _discard(self, pending: _Pending[T, R]) -> None:
+        """Free a cancelled request's queue slot now, not when a worker reaches it."""
+        try:
+            self._queue.remove(pending)
+        except ValueError:
+            return  # a worker already took it
+        self._queued_rows -= pending.rows
 
     def _take(self) -> list[_Pending[T, R]]:
         """Pop the oldest requests that fit in one batch; drop the cancelled and the expired."""
