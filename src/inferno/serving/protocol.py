@@ -99,12 +99,12 @@ def parse_infer_request(body: bytes, header_length: str | None = None) -> InferR
     for i, raw in enumerate(raw_inputs):
         tensor, offset = _input(raw, i, binary, offset)
         if tensor.name in inputs:
-            raise UserInputError(f"input {tensor.name!r}: given twice")
+            raise UserInputError(f"input {tensor.name!r}: expected unique input names, got {tensor.name!r} twice")
         inputs[tensor.name] = tensor
     if offset != len(binary):
         raise UserInputError(
-            f"binary data: the inputs' binary_data_size add up to {offset} bytes, "
-            f"but {len(binary)} bytes follow the JSON header"
+            f"binary data: expected {offset} bytes after the JSON header (the inputs' binary_data_size "
+            f"added up), got {len(binary)}"
         )
     binary_output = _flag(params.get("binary_data_output", False), "parameter 'binary_data_output'")
     request_id = doc.get("id")
@@ -152,11 +152,11 @@ def _input(raw: Any, index: int, binary: bytes, offset: int) -> tuple[InputTenso
         if not _is_int(size) or size < 0:
             raise UserInputError(f"{where}: expected binary_data_size as an integer >= 0, got {size!r}")
         if "data" in raw:
-            raise UserInputError(f"{where}: has both 'data' and binary_data_size; expected one")
+            raise UserInputError(f"{where}: expected 'data' or binary_data_size, got both")
         if offset + size > len(binary):
             raise UserInputError(
-                f"{where}: binary_data_size {size} at offset {offset}, but only {len(binary)} "
-                "binary bytes follow the JSON header"
+                f"{where}: expected at most {len(binary) - offset} binary bytes left for it, "
+                f"got binary_data_size {size}"
             )
         array = _from_binary(binary[offset:offset + size], datatype, count, where)
         offset += size
@@ -173,23 +173,26 @@ def _from_binary(chunk: bytes, datatype: str, count: int, where: str) -> np.ndar
         pos = 0
         while pos < len(chunk):
             if pos + 4 > len(chunk):
-                raise UserInputError(f"{where}: BYTES element {len(items)} has a truncated 4-byte length")
+                raise UserInputError(
+                    f"{where}: BYTES element {len(items)}: expected a 4-byte length, got {len(chunk) - pos} bytes"
+                )
             (length,) = struct.unpack_from("<I", chunk, pos)
             pos += 4
             if pos + length > len(chunk):
                 raise UserInputError(
-                    f"{where}: BYTES element {len(items)} claims {length} bytes, {len(chunk) - pos} remain"
+                    f"{where}: BYTES element {len(items)}: expected {length} bytes (its length prefix), "
+                    f"got {len(chunk) - pos}"
                 )
             items.append(chunk[pos:pos + length])
             pos += length
         if len(items) != count:
-            raise UserInputError(f"{where}: shape holds {count} elements, binary data holds {len(items)}")
+            raise UserInputError(f"{where}: expected {count} elements (its shape), got {len(items)} in the binary data")
         return _objects(items)
     dtype = DATATYPES[datatype]
     if len(chunk) != count * dtype.itemsize:
         raise UserInputError(
-            f"{where}: shape holds {count} {datatype} elements = {count * dtype.itemsize} bytes, "
-            f"binary_data_size is {len(chunk)}"
+            f"{where}: expected binary_data_size {count * dtype.itemsize} ({count} {datatype} elements), "
+            f"got {len(chunk)}"
         )
     return np.frombuffer(chunk, dtype=dtype)
 
@@ -197,7 +200,7 @@ def _from_binary(chunk: bytes, datatype: str, count: int, where: str) -> np.ndar
 def _from_json(data: Any, datatype: str, count: int, where: str) -> np.ndarray:
     flat = data if isinstance(data, list) and (not data or not isinstance(data[0], list)) else _flatten(data, where)
     if len(flat) != count:
-        raise UserInputError(f"{where}: shape holds {count} elements, 'data' holds {len(flat)}")
+        raise UserInputError(f"{where}: expected {count} elements (its shape), got {len(flat)} in 'data'")
     if datatype == "BYTES":
         if not all(isinstance(s, str) for s in flat):
             bad = next(s for s in flat if not isinstance(s, str))
@@ -205,7 +208,8 @@ def _from_json(data: Any, datatype: str, count: int, where: str) -> np.ndarray:
         return _objects([s.encode("utf-8", "surrogatepass") for s in flat])
     if datatype == "BOOL":
         if not all(isinstance(v, bool) for v in flat):
-            raise UserInputError(f"{where}: BOOL data: expected true/false values")
+            bad = next(v for v in flat if not isinstance(v, bool))
+            raise UserInputError(f"{where}: BOOL data: expected true/false values, got {_kind(bad)} {str(bad)[:40]}")
     elif not all(_is_number(v) for v in flat):
         bad = next(v for v in flat if not _is_number(v))
         raise UserInputError(f"{where}: {datatype} data: expected numbers, got {_kind(bad)} {str(bad)[:40]!r}")
@@ -213,9 +217,10 @@ def _from_json(data: Any, datatype: str, count: int, where: str) -> np.ndarray:
         with np.errstate(over="raise", invalid="raise"):
             array = np.asarray(flat, dtype=DATATYPES[datatype])
     except (OverflowError, ValueError, TypeError, FloatingPointError) as exc:
-        raise UserInputError(f"{where}: values do not fit {datatype} ({exc})") from None
+        raise UserInputError(f"{where}: expected values that fit {datatype}, got one outside ({exc})") from None
     if datatype.startswith(("INT", "UINT")) and not all(isinstance(v, int) for v in flat):
-        raise UserInputError(f"{where}: {datatype} data: expected integers, got a fraction")
+        bad = next(v for v in flat if not isinstance(v, int))
+        raise UserInputError(f"{where}: {datatype} data: expected integers, got {bad!r}")
     return array
 
 
@@ -228,7 +233,7 @@ def _flatten(data: Any, where: str) -> list[Any]:
         for item in stack[-1]:
             if isinstance(item, list):
                 if len(stack) > 32:
-                    raise UserInputError(f"{where}: 'data' nested deeper than 32 levels")
+                    raise UserInputError(f"{where}: expected 'data' nested at most 32 levels deep, got deeper")
                 stack.append(iter(item))
                 break
             out.append(item)
