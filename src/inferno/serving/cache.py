@@ -17,7 +17,8 @@ Outputs = dict[str, np.ndarray]
 
 
 def cache_key(model: str, version: str, request: InferRequest) -> bytes:
-    """A digest of everything that decides the outputs: model, version, inputs, requested outputs."""
+    """A digest of everything that decides the outputs: model, version, and each input's name,
+    datatype, shape and data. Not the requested outputs: an entry holds every output."""
     h = hashlib.blake2b(digest_size=20)
     h.update(f"{model}\0{version}\0".encode())
     for name in sorted(request.inputs):
