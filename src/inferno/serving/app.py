@@ -172,6 +172,8 @@ class InfernoApp:
         if action == "infer":
             self._method(ex, "POST")
             return await self._infer(model, version, ex)
+        if action not in ("", "ready", "config", "stats"):
+            raise _NotFound(f"model endpoint {'/'.join(rest)!r}: expected infer, ready, config or stats")
         self._method(ex, "GET")
         if action == "":
             served = self.manager.get(model, version)
@@ -183,9 +185,7 @@ class InfernoApp:
                 return 404, b"", [_JSON]
         if action == "config":
             return _json(self.manager.get(model, version).model_config())
-        if action == "stats":
-            return _json({"model_stats": self._stats(model, version)})
-        raise _NotFound(f"model endpoint {'/'.join(rest)!r}: expected infer, ready, config or stats")
+        return _json({"model_stats": self._stats(model, version)})
 
     async def _infer(self, model: str, version: str | None, ex: _Exchange) -> Reply:
         body = await self._body(ex)
