@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import tritonclient.http as httpclient
+from prometheus_client.parser import text_string_to_metric_families
 
 from inferno.serving import ModelServeConfig, ServeConfig, ServerThread
 from inferno.serving.models import ModelManager
@@ -105,18 +105,13 @@ def running(repo: Path, *, models: tuple[str, ...] = (), token: str | None = Non
         yield Server(thread)
 
 
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)$")
-
-
 def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text → {'name{labels}': value}; fails on a line that is neither comment nor sample."""
+    """Prometheus text → {'name{label="value",...}': value}, labels sorted; parsed by prometheus_client."""
     samples = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        match = _SAMPLE.match(line)
-        assert match, f"not a Prometheus sample line: {line!r}"
-        samples[match.group(1)] = float(match.group(2))
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
     return samples
 
 

@@ -1,0 +1,98 @@
+"""A new version published and loaded while clients keep sending: nothing fails, the old one goes."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inferno import repository
+
+from .support import digits_inputs, digits_pixels, parse_metrics, running
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass(frozen=True)
+class Answer:
+    sent: float
+    received: float
+    version: str
+
+
+def test_hot_swap_under_load_fails_no_request(digits_only_copy: Path) -> None:
+    repo = digits_only_copy
+    with running(repo, models=("digits",)) as server:
+        old = server.manager.get("digits")
+        stop = threading.Event()
+        answers: list[Answer] = []
+        failures: list[BaseException] = []
+
+        def send(worker: int) -> None:
+            client = server.client()
+            pixels = digits_pixels(2, seed=worker)
+            while not stop.is_set():
+                sent = time.monotonic()
+                try:
+                    result = client.infer("digits", digits_inputs(pixels, binary=worker % 2 == 0))
+                    probabilities = result.as_numpy("probabilities")
+                    assert probabilities.shape == (2, 10)
+                    np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-4)
+                except BaseException as exc:
+                    failures.append(exc)
+                    return
+                answers.append(Answer(sent, time.monotonic(), result.get_response()["model_version"]))
+            client.close()
+
+        def wait_for_answers(n: int, after: float) -> None:
+            deadline = time.monotonic() + 30
+            while sum(a.sent > after for a in answers) < n and not failures and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            wait_for_answers(20, after=0)
+            published = repository.write_version(
+                repo, "digits", lambda staging, final: shutil.copytree(repo / "digits" / "1", staging, dirs_exist_ok=True)
+            )
+            assert published == repo / "digits" / "2"
+            control = server.client()
+            swap_started = time.monotonic()
+            control.load_model("digits")
+            swap_done = time.monotonic()
+            wait_for_answers(20, after=swap_done)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=30)
+        assert not failures, failures[:3]
+
+        before = [a for a in answers if a.received < swap_started]
+        after = [a for a in answers if a.sent > swap_done]
+        during = [a for a in answers if swap_started < a.sent < swap_done]
+        assert len(before) >= 20 and len(after) >= 20 and during, (len(before), len(during), len(after))
+        assert {a.version for a in before} == {"1"}
+        assert {a.version for a in after} == {"2"}
+        # the old version is gone: retired, drained, no longer listed
+        assert not old.ready and old.batcher.in_flight == 0
+        assert server.manager.loaded() == {"digits": ["2"]}
+        assert not control.is_model_ready("digits", "1")
+        assert control.is_model_ready("digits", "2")
+        assert control.get_model_metadata("digits")["versions"] == ["2"]
+        index = {r["version"]: r["state"] for r in control.get_model_repository_index()}
+        assert index == {"1": "UNAVAILABLE", "2": "READY"}
+        stats = control.get_inference_statistics("digits")["model_stats"]
+        assert [(s["version"], s["inference_stats"]["fail"]["count"]) for s in stats] == [("2", 0)]
+        assert stats[0]["inference_stats"]["success"]["count"] >= len(after)
+        metrics = parse_metrics(server.request("GET", "/metrics").text)
+        assert 'inferno_queue_depth{model="digits",version="2"}' in metrics
+        assert 'inferno_queue_depth{model="digits",version="1"}' not in metrics
+        failed = [k for k, v in metrics.items() if k.startswith("inferno_request_failure_total") and v]
+        assert not failed, failed
