@@ -28,7 +28,7 @@ class FakeRuntime:
     next call only; ``surplus`` adds (or, negative, removes) results of the next call only.
     """
 
-    def __init__(self, *, held: bool = False, before: Callable[[], None] | None = None) -> None:
+    def __init__(self, *, held: bool = False, before: Callable[[], object] | None = None) -> None:
         self.batches: list[list[Any]] = []
         self.gate = threading.Event()
         if not held:
@@ -521,3 +521,17 @@ def test_a_failed_batch_is_observed_too() -> None:
 
     run(scenario)
     assert [(r.requests, r.rows) for r in recorder.records] == [(1, 3)]
+
+
+def test_a_request_past_its_deadline_on_arrival_is_never_executed() -> None:
+    fake = FakeRuntime()
+
+    async def scenario() -> int:
+        async with serving(fake, max_batch_size=4) as batcher:
+            with pytest.raises(DeadlineExceededError):
+                await batcher.submit("stale", deadline=time.monotonic() - 1.0)
+            await batcher.submit("fresh")
+            return batcher.queue_depth
+
+    assert run(scenario) == 0
+    assert fake.batches == [["fresh"]]

@@ -26,7 +26,10 @@ def size(key: bytes, outputs: dict[str, np.ndarray]) -> int:
 
 def test_get_returns_a_copy_of_what_was_put() -> None:
     cache = ResponseCache(1000)
-    outputs = {"y": np.arange(4, dtype=np.float32), "z": np.ones((2, 2), dtype=np.int64)}
+    outputs: dict[str, np.ndarray] = {
+        "y": np.arange(4, dtype=np.float32),
+        "z": np.ones((2, 2), dtype=np.int64),
+    }
     cache.put(b"k", outputs)
     outputs["y"][0] = 99.0  # the caller's array changes after the put
     got = cache.get(b"k")

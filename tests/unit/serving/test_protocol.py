@@ -28,7 +28,7 @@ def body(*inputs: dict[str, Any], **fields: Any) -> bytes:
 
 
 def tensor(
-    name: str, datatype: str, shape: list[Any], data: Any = None, **parameters: Any
+    name: str, datatype: str, shape: Any, data: Any = None, **parameters: Any
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
     if data is not None:
@@ -82,7 +82,7 @@ def refusal(raw: bytes, header_length: str | None = None) -> str:
     ],
 )
 def test_json_data_of_every_numeric_datatype(datatype: str, values: list[Any], dtype: type) -> None:
-    expected = np.array(values, dtype=dtype).reshape(2, 2)
+    expected: np.ndarray = np.array(values, dtype=dtype).reshape(2, 2)
     for data in (values, expected.tolist()):  # flat and nested
         request = parse_infer_request(body(tensor("x", datatype, [2, 2], data)))
         parsed = request.inputs["x"]
@@ -588,7 +588,7 @@ def test_binary_response_carries_the_header_length_and_raw_bytes() -> None:
     assert raw[n:] == y.tobytes()
 
 
-RESPONSE_ARRAYS = [
+RESPONSE_ARRAYS: list[tuple[str, np.ndarray]] = [
     ("fp32", np.linspace(-3, 3, 8, dtype=np.float32).reshape(2, 4)),
     ("int64", np.array([[2**40, -7, 0]], dtype=np.int64)),
     ("bytes", np.array([b"0.900000:3", "ünï".encode(), b""], dtype=object)),
