@@ -180,8 +180,8 @@ def _from_binary(chunk: bytes, datatype: str, count: int, where: str) -> np.ndar
             pos += 4
             if pos + length > len(chunk):
                 raise UserInputError(
-                    f"{where}: BYTES element {len(items)}: expected {length} bytes (its length prefix), "
-                    f"got {len(chunk) - pos}"
+                    f"{where}: BYTES element {len(items)}: expected at most {len(chunk) - pos} bytes "
+                    f"(all that remain), got a length that claims {length} bytes"
                 )
             items.append(chunk[pos:pos + length])
             pos += length
@@ -191,8 +191,8 @@ def _from_binary(chunk: bytes, datatype: str, count: int, where: str) -> np.ndar
     dtype = DATATYPES[datatype]
     if len(chunk) != count * dtype.itemsize:
         raise UserInputError(
-            f"{where}: expected binary_data_size {count * dtype.itemsize} ({count} {datatype} elements), "
-            f"got {len(chunk)}"
+            f"{where}: expected {count * dtype.itemsize} bytes ({count} {datatype} elements), "
+            f"got binary_data_size {len(chunk)}"
         )
     return np.frombuffer(chunk, dtype=dtype)
 

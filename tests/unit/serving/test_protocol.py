@@ -241,7 +241,7 @@ def _fp32(name: str, n: int) -> dict[str, Any]:
         ),
         pytest.param(
             *binary_body({"inputs": [tensor("x", "FP32", [2], binary_data_size=12)]}, bytes(12)),
-            ["input 'x'", "expected binary_data_size 8", "got 12"],
+            ["input 'x'", "expected 8 bytes (2 FP32 elements)", "got binary_data_size 12"],
             id="binary-size",
         ),
         pytest.param(
@@ -259,7 +259,7 @@ def _fp32(name: str, n: int) -> dict[str, Any]:
                 {"inputs": [tensor("w", "BYTES", [2], binary_data_size=11)]},
                 length_prefixed(b"ab") + struct.pack("<I", 10) + b"x",
             ),
-            ["input 'w'", "BYTES element 1", "expected 10 bytes", "got 1"],
+            ["input 'w'", "BYTES element 1", "expected at most 1 bytes", "claims 10 bytes"],
             id="bytes-truncated",
         ),
         pytest.param(
