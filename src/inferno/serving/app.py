@@ -223,6 +223,8 @@ class InfernoApp:
         if len(rest) == 3 and rest[0] == "models" and rest[2] in ("load", "unload"):
             name = rest[1]
             params = options.get("parameters") or {}
+            if not isinstance(params, dict):
+                raise UserInputError(f"'parameters': expected an object, got {type(params).__name__}")
             if rest[2] == "load":
                 unsupported = [k for k in params if k == "config" or k.startswith("file:")]
                 if unsupported:
