@@ -82,7 +82,7 @@ class VersionStats:
             "compute_infer": sum(s.infer_s for s in self._stages),
             "compute_output": sum(s.output_s for s in self._stages),
         }
-        executed = self.success.count + self.fail.count - self.cache_hit.count
+        executed = self.compute.count  # requests that ran in a batch: not refused, not from the cache
         return {
             "name": name,
             "version": version,
@@ -93,7 +93,7 @@ class VersionStats:
                 "success": self.success.to_dict(),
                 "fail": self.fail.to_dict(),
                 "queue": self.queue.to_dict(),
-                **{k: {"count": max(0, executed), "ns": int(v * 1e9)} for k, v in split.items()},
+                **{k: {"count": executed, "ns": int(v * 1e9)} for k, v in split.items()},
                 "cache_hit": self.cache_hit.to_dict(),
                 "cache_miss": self.cache_miss.to_dict(),
             },
