@@ -253,7 +253,9 @@ class ModelManager:
             served.ready = False
         await _close_all(versions)
         for served in versions:
-            self.metrics.forget(served.name, served.version)
+            entry = self._entries.get(served.name)
+            if entry is None or int(served.version) not in entry.versions:  # not rebuilt under its number
+                self.metrics.forget(served.name, served.version)
 
     def index(self) -> list[dict[str, Any]]:
         """Triton's repository index: every model on disk, with its state."""
