@@ -174,6 +174,33 @@ def test_body_over_the_limit_sent_chunked_is_refused(server: Server) -> None:
     assert_good_request(server)
 
 
+REPOSITORY_CASES = [
+    ("/v2/repository/models/digits/load", b'{"parameters": [1, 2]}', 400, ("parameters", "object")),
+    ("/v2/repository/models/digits/load", b'{"parameters": 5}', 400, ("parameters", "object")),
+    ("/v2/repository/models/digits/load", b'{"parameters": "config"}', 400, ("parameters", "object")),
+    ("/v2/repository/models/digits/load", b'{"parameters": {"config": "{}"}}', 400, ("'config'", "serve.json")),
+    ("/v2/repository/models/digits/load", b"[]", 400, ("JSON object",)),
+    ("/v2/repository/models/digits/load", b"{not json", 400, ("invalid JSON",)),
+    ("/v2/repository/models/.hidden/load", b"", 400, ("'.hidden'",)),
+    ("/v2/repository/models/nope/load", b"", 404, ("'nope'",)),
+    ("/v2/repository/models/nope/unload", b"", 404, ("'nope'",)),
+    ("/v2/repository/models/digits/reload", b"", 404, ("reload",)),
+    ("/v2/repository/index", b"7", 400, ("JSON object",)),
+]
+
+
+@pytest.mark.parametrize(("path", "payload", "status", "fragments"), REPOSITORY_CASES,
+                         ids=[f"{p.rsplit('/', 2)[-2]}-{p.rsplit('/', 1)[-1]}-{b[:12]!r}" for p, b, _, _ in REPOSITORY_CASES])
+def test_bad_repository_request_is_refused(server: Server, path: str, payload: bytes, status: int,
+                                           fragments: tuple[str, ...]) -> None:
+    response = server.request("POST", path, payload)
+    assert response.status == status, response.body
+    for fragment in fragments:
+        assert fragment in response.error(), (fragment, response.error())
+    assert server.manager.loaded() == {"digits": ["1"], "minilm": ["1"]}
+    assert_good_request(server)
+
+
 def test_wrong_method_is_405(server: Server) -> None:
     response = server.request("GET", "/v2/models/digits/infer")
     assert response.status == 405 and "POST" in response.error()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tritonclient.utils import InferenceServerException
 
 from inferno import repository
 
@@ -96,3 +98,47 @@ def test_hot_swap_under_load_fails_no_request(digits_only_copy: Path) -> None:
         assert 'inferno_queue_depth{model="digits",version="1"}' not in metrics
         failed = [k for k, v in metrics.items() if k.startswith("inferno_request_failure_total") and v]
         assert not failed, failed
+
+
+def test_reload_with_new_settings_rebuilds_the_version_and_keeps_its_metrics(digits_only_copy: Path) -> None:
+    repo = digits_only_copy
+    with running(repo, models=("digits",)) as server:
+        client = server.client()
+        old = server.manager.get("digits")
+        client.infer("digits", digits_inputs(digits_pixels(2)))
+        (repo / "digits" / "serve.json").write_text(json.dumps({"max_batch_size": 4, "cache_bytes": 65536}))
+        client.load_model("digits")
+        assert server.manager.get("digits") is not old and not old.ready
+        config = client.get_model_config("digits")
+        assert config["max_batch_size"] == 4 and config["response_cache"] == {"enable": True}
+        with pytest.raises(InferenceServerException) as info:
+            client.infer("digits", digits_inputs(digits_pixels(5)))
+        assert "at most 4 rows" in info.value.message()
+        client.infer("digits", digits_inputs(digits_pixels(4)))
+        metrics = parse_metrics(server.request("GET", "/metrics").text)
+        labels = '{model="digits",version="1"}'
+        assert f"inferno_queue_depth{labels}" in metrics
+        assert any(k.startswith("inferno_model_info{") and 'version="1"' in k for k in metrics), metrics.keys()
+        assert metrics[f"inferno_request_success_total{labels}"] == 2  # counters carry over the reload
+
+
+def test_a_broken_new_version_fails_to_load_and_the_old_one_keeps_serving(digits_only_copy: Path) -> None:
+    repo = digits_only_copy
+
+    def broken(staging: Path, final: Path) -> None:
+        shutil.copytree(repo / "digits" / "1", staging, dirs_exist_ok=True)
+        (staging / "model.onnx").write_bytes(b"not an onnx model")
+
+    with running(repo, models=("digits",)) as server:
+        client = server.client()
+        repository.write_version(repo, "digits", broken)
+        with pytest.raises(InferenceServerException) as info:
+            client.load_model("digits")
+        assert str(info.value.status()) in ("400", "503"), info.value
+        assert "digits" in info.value.message()
+        assert server.manager.loaded() == {"digits": ["1"]}
+        result = client.infer("digits", digits_inputs(digits_pixels(1)))
+        assert result.get_response()["model_version"] == "1"
+        index = {r["version"]: r for r in client.get_model_repository_index()}
+        assert index["1"]["state"] == "READY"
+        assert index["2"]["state"] == "UNAVAILABLE" and index["2"]["reason"]
