@@ -286,8 +286,8 @@ def test_health_answers_without_a_token_and_tritonclient_works_with_one(token_se
 
 @pytest.fixture(scope="module")
 def queued_server(model_repository: Path) -> Iterator[Server]:
-    # a batch waits 400 ms to fill, and only one request may wait
-    with running(model_repository, models=("digits",), max_queue_size=1, max_queue_delay_us=400_000) as s:
+    # a batch waits 1 s to fill, and only one request may wait
+    with running(model_repository, models=("digits",), max_queue_size=1, max_queue_delay_us=1_000_000) as s:
         yield s
 
 

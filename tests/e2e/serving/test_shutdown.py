@@ -52,7 +52,7 @@ def test_signal_drains_queued_requests_and_exits_0(model_repository: Path, tmp_p
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "inferno", "serve", str(model_repository), "--model", "digits",
-             "--port", str(port), "--max-queue-delay-us", "1000000"],
+             "--port", str(port), "--max-queue-delay-us", "2000000"],
             stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
         )
     try:
@@ -71,8 +71,8 @@ def test_signal_drains_queued_requests_and_exits_0(model_repository: Path, tmp_p
         threads = [threading.Thread(target=send, args=(i,)) for i in range(n)]
         for t in threads:
             t.start()
-        # every request waits in the queue: the first of a batch waits 1 s for others to join it
-        deadline = time.monotonic() + 5
+        # every request waits in the queue: the first of a batch waits 2 s for others to join it
+        deadline = time.monotonic() + 1.5
         while queue_depth(port) < n and time.monotonic() < deadline:
             time.sleep(0.01)
         assert queue_depth(port) == n
