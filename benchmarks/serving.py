@@ -275,6 +275,28 @@ def ensure_plan(repository: Path) -> Path:
     return version_path(repository, MODEL)
 
 
+TEXT = RESULTS / "short_sentences.txt"
+SHORT_TOKENS = 16
+"""A short sentence: at most this many tokens (the 16-token sentence the CPU figures assume)."""
+
+
+def short_sentences(plan: Path) -> Path:
+    """The bundled sentences of at most SHORT_TOKENS tokens, one per line: every contender's input."""
+    from importlib import resources
+
+    from tokenizers import Tokenizer
+
+    text = resources.files("inferno.models.zoo").joinpath("data/minilm_sentences.txt").read_text("utf-8")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    tokenizer = Tokenizer.from_file(str(plan / "tokenizer.json"))
+    tokenizer.no_padding()
+    short = [s for s, e in zip(lines, tokenizer.encode_batch(lines), strict=True) if len(e.ids) <= SHORT_TOKENS]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "short_sentences.txt"
+    path.write_text("\n".join(short) + "\n", "utf-8")
+    return path
+
+
 def measure_raw(args: argparse.Namespace, core: int | None) -> Ceiling:
     command = [
         sys.executable,
@@ -289,6 +311,8 @@ def measure_raw(args: argparse.Namespace, core: int | None) -> Ceiling:
         str(args.raw_seconds),
         "--warmup",
         str(min(args.warmup, 1.0)),
+        "--text",
+        str(args.text),
     ]
     doc = run_json(pin(command, core), "the raw runtime")
     batches = tuple(doc["batches"])
@@ -350,6 +374,8 @@ def bench_command(url: str, level: int, seconds: float, *, measured: bool) -> li
         str(seconds),
         "--warmup",
         "0",
+        "--text",
+        str(TEXT),
     ]
     return [*command, "--json"] if measured else command
 
@@ -713,7 +739,10 @@ def main(argv: list[str] | None = None) -> None:
     if load_before > 0.5:
         say("  WARNING: other processes are busy on this machine: figures will be noisy")
     plan = ensure_plan(args.repository)
-    say(f"plan: {plan}")
+    global TEXT
+    TEXT = args.text = short_sentences(plan)
+    say(f"plan: {plan}; input: one sentence of <= {SHORT_TOKENS} tokens per request "
+        f"({len(TEXT.read_text().splitlines())} sentences from the bundled set)")
     own_cores = os.sched_getaffinity(0)
     modes: dict[str, tuple[ModeRun, list[dict[str, Any]]]] = {}
     started = time.perf_counter()

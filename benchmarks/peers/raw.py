@@ -83,10 +83,12 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=3.0, help="timed seconds per batch size")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds per batch size")
     p.add_argument("--slices", type=int, default=5, help="interleaved slices per batch size")
+    p.add_argument("--text", type=Path, help="sentences, one per line (default: the bundled ones)")
     args = p.parse_args()
     folder = oip.plan_folder(args.repository)
     runner = oip.load_runner(folder, args.threads)
-    pool = sentences()
+    pool = [line.strip() for line in args.text.read_text("utf-8").splitlines() if line.strip()] if args.text \
+        else sentences()
     sweeps = [Sweep(runner, pool, int(b)) for b in args.batches.split(",")]
     for sweep in sweeps:
         sweep.run(args.warmup, record=False)

@@ -249,7 +249,7 @@ def _objects(items: list[bytes]) -> np.ndarray:
 
 
 def _outputs(raw: Any, binary_default: bool) -> tuple[RequestedOutput, ...] | None:
-    if raw is None:
+    if raw is None or raw == []:  # none named: every output, as Triton and KServe do
         return None
     if not isinstance(raw, list):
         raise UserInputError(f"'outputs': expected a list of {{name, parameters}}, got {_kind(raw)}")

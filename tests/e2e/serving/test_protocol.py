@@ -126,7 +126,6 @@ def test_minilm_default_outputs_and_request_id(client: httpclient.InferenceServe
     assert result.as_numpy("embedding").shape == (1, 384)
 
 
-@pytest.mark.xfail(strict=True, reason="protocol.py parses 'outputs': [] as 'no output' rather than 'every output'")
 def test_empty_outputs_list_returns_every_output(server: Server) -> None:
     # Triton and KServe: outputs not specified -> every output of the model
     body = json.dumps({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["hi"]}],
