@@ -794,7 +794,7 @@ def main(argv: list[str] | None = None) -> None:
         "load_average_1min_before": load_before,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
     say(f"results: {path}")
 
 

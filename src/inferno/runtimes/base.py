@@ -45,6 +45,10 @@ class Runtime(ABC):
     """One way of executing a model. Lifecycle: ``load`` → ``warmup`` → ``run``* → ``close``."""
 
     name: ClassVar[str]
+    sequence_multiple: ClassVar[int] = 1
+    """Servers pad variable sequence lengths up to a multiple of this. Runtimes that re-plan
+    the graph on every new input shape set it higher: a few fixed lengths then cost less
+    than the exact ones."""
 
     def __init__(self, settings: RuntimeSettings) -> None:
         self.settings = settings

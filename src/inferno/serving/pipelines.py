@@ -230,7 +230,9 @@ class TextPipeline(Pipeline):
         self.tokenizer = Tokenizer.from_file(str(text.tokenizer_path))
         self.tokenizer.no_padding()  # padding happens per runtime call, to that call's longest
         self.tokenizer.enable_truncation(text.max_length)
+        self.max_length = text.max_length
         self.group_by_length = group_by_length
+        self.sequence_multiple = type(runner.runtime).sequence_multiple
         signature = runner.signature
         self.primary = signature.primary_output()
         spec = signature.outputs[self.primary]
@@ -261,7 +263,8 @@ class TextPipeline(Pipeline):
         t0 = time.perf_counter()
         texts = [text for work in works for text in work.payload]
         encodings = self.tokenizer.encode_batch(texts)
-        lengths = [max(1, len(e.ids)) for e in encodings]
+        step = self.sequence_multiple
+        lengths = [min(-(-max(1, len(e.ids)) // step) * step, self.max_length) for e in encodings]
         groups = length_groups(lengths, self.OVERHEAD_TOKENS) if self.group_by_length else [list(range(len(texts)))]
         embeddings: np.ndarray | None = None
         infer_s = 0.0
