@@ -10,7 +10,7 @@ contenders
     normalization in-process at batch sizes 1, 8, 16, 32, 64 (interleaved in slices); the
     ceiling is the best sentences/s, the single-request reference its batch-1 p50.
     ``inferno``: ``inferno serve REPO --model minilm --threads 1 --instances 1`` plus
-    ``--inferno-args`` (default ``--max-batch-size 64 --max-queue-delay-us 0``: greedy
+    ``--inferno-args`` (default ``--max-batch-size 64`` and inferno's adaptive delay: greedy
     batches, a lone request never waits).
     ``fastapi``: ``peers/fastapi_peer.py``, plain FastAPI on uvicorn, one runtime call per
     request, no batching.
@@ -95,7 +95,7 @@ LABELS = {
 }
 SERVER_CORE, LOAD_CORE = 0, 1
 RAW_BATCHES = "1,8,16,32,64"
-DEFAULT_INFERNO_ARGS = "--max-batch-size 64 --max-queue-delay-us 0"
+DEFAULT_INFERNO_ARGS = "--max-batch-size 64"
 READY_TIMEOUT_S = 240.0
 STOP_TIMEOUT_S = 30.0
 CHECK_LEVEL, LATENCY_LEVEL = 64, 1

@@ -68,8 +68,8 @@ def serve(
     token: Annotated[str | None, typer.Option(help="Bearer token for all but health endpoints "
                                                    "(or INFERNO_SERVE_TOKEN).")] = None,
     max_batch_size: Annotated[int, typer.Option(help="Most rows per runtime call and per request.")] = 64,
-    max_queue_delay_us: Annotated[int, typer.Option(help="How long a batch may wait to fill (0: run when an "
-                                                         "instance is free).")] = 0,
+    max_queue_delay_us: Annotated[int, typer.Option(help="How long a batch may wait to fill to the size of "
+                                                         "recent batches (0: run when an instance is free).")] = 10_000,
     queue_size: Annotated[int, typer.Option(help="Waiting requests beyond this get 503.")] = 1024,
     instances: Annotated[int, typer.Option(help="Model instances per version.")] = 1,
     threads: Annotated[int | None, typer.Option(help="Runtime threads per instance (default: the plan's).")] = None,

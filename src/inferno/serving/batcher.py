@@ -87,6 +87,7 @@ class DynamicBatcher(Generic[T, R]):
         self._closing = False
         self._running = 0
         self._queued_rows = 0
+        self._recent: deque[int] = deque(maxlen=4)  # rows of the last batches
 
     @property
     def queue_depth(self) -> int:
@@ -157,6 +158,7 @@ class DynamicBatcher(Generic[T, R]):
             batch = self._take()
             if not batch:
                 continue
+            self._recent.append(sum(p.rows for p in batch))
             self._running += len(batch)
             rows = sum(p.rows for p in batch)
             started = self._clock()
@@ -186,8 +188,12 @@ class DynamicBatcher(Generic[T, R]):
         """Wait until a batch is full or the oldest request's delay is spent."""
         if self.max_queue_delay_s <= 0:
             return
+        # Wait for as many rows as recent batches had, not always for a full batch: under a
+        # steady load of N clients that refills a batch of N, while a lone client (recent
+        # batches of 1) never waits.
+        target = min(self.max_batch_size, max(self._recent, default=self.max_batch_size))
         deadline = self._queue[0].enqueued + self.max_queue_delay_s
-        while not self._closing and self._queued_rows < self.max_batch_size:
+        while not self._closing and self._queued_rows < target:
             remaining = deadline - self._clock()
             if remaining <= 0:
                 return

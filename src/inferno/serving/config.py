@@ -25,9 +25,10 @@ class ModelServeConfig(BaseModel):
 
     max_batch_size: int = Field(64, ge=1, le=4096)
     """Most rows one runtime call takes; also the most rows one request may carry."""
-    max_queue_delay_us: int = Field(0, ge=0, le=10_000_000)
-    """How long the first request of a batch may wait for others. 0: run as soon as an
-    instance is free — under load, requests still gather while the instance is busy."""
+    max_queue_delay_us: int = Field(10_000, ge=0, le=10_000_000)
+    """How long the first request of a batch may wait for others — but only for as many rows
+    as recent batches had, so a lone client never waits. 0: run as soon as an instance is
+    free (under load, requests still gather while the instance is busy)."""
     max_queue_size: int = Field(1024, ge=1)
     """Requests waiting beyond this are refused with 503 and Retry-After."""
     instances: int = Field(1, ge=1, le=64)

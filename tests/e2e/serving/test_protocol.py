@@ -14,6 +14,7 @@ from tritonclient.utils import InferenceServerException
 
 import inferno
 from inferno.plan import PlanRunner
+from inferno.serving import ModelServeConfig
 
 from .support import SENTENCES, Server, digits_inputs, digits_pixels, running, text_inputs
 
@@ -93,7 +94,7 @@ def test_model_config(client: httpclient.InferenceServerClient) -> None:
     assert config["name"] == "digits" and config["max_batch_size"] == 64
     assert config["input"] == [{"name": "pixels", "data_type": "TYPE_FP32", "dims": [1, 8, 8]}]
     assert config["output"] == [{"name": "probabilities", "data_type": "TYPE_FP32", "dims": [10]}]
-    assert config["dynamic_batching"]["max_queue_delay_microseconds"] == 0
+    assert config["dynamic_batching"]["max_queue_delay_microseconds"] == ModelServeConfig().max_queue_delay_us
     text = client.get_model_config("minilm", "1")
     assert text["input"] == [{"name": "text", "data_type": "TYPE_STRING", "dims": []}]
     assert text["output"][0]["dims"] == [384]

@@ -369,20 +369,39 @@ def test_a_full_batch_does_not_wait_for_the_window() -> None:
 
 
 @pytest.mark.parametrize(("delay_s", "low", "high"), [(0.0, 0.0, 0.1), (0.3, 0.29, 0.6)])
-def test_a_lone_request_waits_exactly_for_the_delay(
-    delay_s: float, low: float, high: float
-) -> None:
+def test_a_first_request_waits_exactly_for_the_delay(delay_s: float, low: float, high: float) -> None:
     fake = FakeRuntime()
 
     async def scenario() -> float:
         async with serving(fake, max_batch_size=64, max_queue_delay_s=delay_s) as batcher:
-            await batcher.submit("warm")  # the worker thread exists before timing
             start = time.monotonic()
-            await batcher.submit("alone")
+            await batcher.submit("first")  # no history yet: it may have company coming
             return time.monotonic() - start
 
     assert low <= run(scenario) < high
-    assert fake.batches == [["warm"], ["alone"]]
+    assert fake.batches == [["first"]]
+
+
+def test_the_delay_waits_only_for_as_many_rows_as_recent_batches_had() -> None:
+    fake = FakeRuntime()
+
+    async def scenario() -> tuple[float, float]:
+        async with serving(fake, max_batch_size=64, max_queue_delay_s=0.3) as batcher:
+            await asyncio.gather(*(batcher.submit(i) for i in range(4)))  # a batch of 4 (waits the delay)
+            start = time.monotonic()
+            await batcher.submit("lone after four")  # recent batches had 4 rows: waits for company
+            after_four = time.monotonic() - start
+            for i in range(4):  # lone batches push the batch of 4 out of the recent window
+                await batcher.submit(f"lone {i}")
+            start = time.monotonic()
+            await batcher.submit("lone after lone ones")  # recent batches had 1 row: no wait
+            return after_four, time.monotonic() - start
+
+    after_four, after_lone = run(scenario)
+    assert 0.29 <= after_four < 0.6
+    assert after_lone < 0.1
+    assert fake.batches[0] == [0, 1, 2, 3]
+    assert all(len(b) == 1 for b in fake.batches[1:])
 
 
 def test_several_instances_run_batches_concurrently() -> None:
