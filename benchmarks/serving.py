@@ -292,9 +292,8 @@ def short_sentences(plan: Path) -> Path:
     tokenizer.no_padding()
     short = [s for s, e in zip(lines, tokenizer.encode_batch(lines), strict=True) if len(e.ids) <= SHORT_TOKENS]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "short_sentences.txt"
-    path.write_text("\n".join(short) + "\n", "utf-8")
-    return path
+    TEXT.write_text("\n".join(short) + "\n", "utf-8")
+    return TEXT
 
 
 def measure_raw(args: argparse.Namespace, core: int | None) -> Ceiling:
@@ -312,7 +311,7 @@ def measure_raw(args: argparse.Namespace, core: int | None) -> Ceiling:
         "--warmup",
         str(min(args.warmup, 1.0)),
         "--text",
-        str(args.text),
+        str(TEXT),
     ]
     doc = run_json(pin(command, core), "the raw runtime")
     batches = tuple(doc["batches"])
@@ -739,8 +738,7 @@ def main(argv: list[str] | None = None) -> None:
     if load_before > 0.5:
         say("  WARNING: other processes are busy on this machine: figures will be noisy")
     plan = ensure_plan(args.repository)
-    global TEXT
-    TEXT = args.text = short_sentences(plan)
+    short_sentences(plan)  # writes TEXT
     say(f"plan: {plan}; input: one sentence of <= {SHORT_TOKENS} tokens per request "
         f"({len(TEXT.read_text().splitlines())} sentences from the bundled set)")
     own_cores = os.sched_getaffinity(0)
