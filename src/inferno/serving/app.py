@@ -34,7 +34,7 @@ from inferno.monitoring.metrics import ServingMetrics
 from inferno.serving.config import ServeConfig
 from inferno.serving.models import ModelManager, ServedVersion
 from inferno.serving.openapi import openapi
-from inferno.serving.protocol import encode_infer_response, error_body, parse_infer_request
+from inferno.serving.protocol import encode_infer_response, error_body, json_object, parse_infer_request
 
 log = logging.getLogger(__name__)
 
@@ -320,15 +320,7 @@ def _json(doc: Any) -> Reply:
 
 
 def _json_object(body: bytes, where: str) -> dict[str, Any]:
-    if not body.strip():
-        return {}
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise UserInputError(f"{where}: expected a JSON object, got invalid JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise UserInputError(f"{where}: expected a JSON object, got {type(doc).__name__}")
-    return doc
+    return json_object(body, where) if body.strip() else {}
 
 
 def _repository_models(config: ServeConfig) -> list[str]:

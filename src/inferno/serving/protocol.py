@@ -84,12 +84,7 @@ class OutputTensor:
 def parse_infer_request(body: bytes, header_length: str | None = None) -> InferRequest:
     """Parse an infer body; ``header_length`` is the ``Inference-Header-Content-Length`` header."""
     header, binary = _split(body, header_length)
-    try:
-        doc = orjson.loads(header)
-    except orjson.JSONDecodeError as exc:
-        raise UserInputError(f"request body: expected JSON, got invalid JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise UserInputError(f"request body: expected a JSON object, got {_kind(doc)}")
+    doc = json_object(header, "request body")
     params = _parameters(doc.get("parameters"), "request")
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
@@ -115,6 +110,17 @@ def parse_infer_request(body: bytes, header_length: str | None = None) -> InferR
         raise UserInputError(f"parameter 'timeout': expected microseconds (an integer >= 0), got {timeout!r}")
     return InferRequest(inputs, _outputs(doc.get("outputs"), binary_output), binary_output,
                         request_id, timeout, params)
+
+
+def json_object(raw: bytes, where: str) -> dict[str, Any]:
+    """``raw`` parsed as a JSON object; a UserInputError naming ``where`` otherwise."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise UserInputError(f"{where}: expected JSON, got invalid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise UserInputError(f"{where}: expected a JSON object, got {_kind(doc)}")
+    return doc
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
