@@ -34,7 +34,12 @@ from inferno.monitoring.metrics import ServingMetrics
 from inferno.serving.config import ServeConfig
 from inferno.serving.models import ModelManager, ServedVersion
 from inferno.serving.openapi import openapi
-from inferno.serving.protocol import encode_infer_response, error_body, json_object, parse_infer_request
+from inferno.serving.protocol import (
+    encode_infer_response,
+    error_body,
+    json_object,
+    parse_infer_request,
+)
 
 log = logging.getLogger(__name__)
 
