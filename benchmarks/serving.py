@@ -282,15 +282,12 @@ SHORT_TOKENS = 16
 
 def short_sentences(plan: Path) -> Path:
     """The bundled sentences of at most SHORT_TOKENS tokens, one per line: every contender's input."""
-    from importlib import resources
+    from inferno.models.text import TextPreprocessor
+    from inferno.models.zoo.minilm import sentences
 
-    from tokenizers import Tokenizer
-
-    text = resources.files("inferno.models.zoo").joinpath("data/minilm_sentences.txt").read_text("utf-8")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    tokenizer = Tokenizer.from_file(str(plan / "tokenizer.json"))
-    tokenizer.no_padding()
-    short = [s for s, e in zip(lines, tokenizer.encode_batch(lines), strict=True) if len(e.ids) <= SHORT_TOKENS]
+    lines = sentences()
+    counts = TextPreprocessor(plan / "tokenizer.json").token_counts(lines)
+    short = [s for s, n in zip(lines, counts, strict=True) if n <= SHORT_TOKENS]
     RESULTS.mkdir(parents=True, exist_ok=True)
     TEXT.write_text("\n".join(short) + "\n", "utf-8")
     return TEXT

@@ -18,17 +18,13 @@ import argparse
 import json
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 
 import _common as oip
 import numpy as np
 import psutil
 
-
-def sentences() -> list[str]:
-    text = resources.files("inferno.models.zoo").joinpath("data/minilm_sentences.txt")
-    return [line.strip() for line in text.read_text("utf-8").splitlines() if line.strip()]
+from inferno.models.zoo.minilm import sentences
 
 
 class Sweep:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import zipfile
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import orjson
 
 from inferno.bench.metadata import DTYPES, InputSpec
 from inferno.errors import DataMismatchError, UserInputError
+from inferno.models.zoo.minilm import sentences as bundled_sentences
 
 POOL_SIZE = 64
 """Distinct synthesized bodies, cycled through."""
@@ -80,16 +80,6 @@ def encode(specs: tuple[InputSpec, ...], arrays: dict[str, np.ndarray]) -> bytes
             {"name": spec.name, "shape": list(array.shape), "datatype": spec.datatype, "data": data}
         )
     return orjson.dumps({"inputs": inputs})
-
-
-def bundled_sentences() -> list[str]:
-    """The minilm model's evaluation sentences, shipped with inferno."""
-    text = (
-        resources.files("inferno.models.zoo")
-        .joinpath("data/minilm_sentences.txt")
-        .read_text("utf-8")
-    )
-    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def read_text(path: Path) -> list[str]:
@@ -178,7 +168,7 @@ def build_pool(
             f"--text {text}: model has no BYTES input to send text to; "
             f"its inputs are {[s.describe() for s in specs]}"
         )
-    sentences = read_text(text) if text is not None else bundled_sentences()
+    sentences = read_text(text) if text is not None else bundled_sentences()  # minilm's evaluation text
     real = read_npz(data, specs) if data is not None else {}
     rng = np.random.default_rng(seed)
     if real:

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from inferno import __version__
+from inferno import __version__, repository
 from inferno.errors import (
     InfernoError,
     PayloadTooLargeError,
@@ -85,7 +85,7 @@ class InfernoApp:
 
     async def startup(self) -> None:
         """Load the configured models, then mark the server ready (runs in the background)."""
-        names = list(self.config.models) or sorted(_repository_models(self.config))
+        names = list(self.config.models) or sorted(repository.models(self.config.repository))
         for name in names:
             try:
                 await self.manager.load(name)
@@ -327,8 +327,3 @@ def _json(doc: Any) -> Reply:
 def _json_object(body: bytes, where: str) -> dict[str, Any]:
     return json_object(body, where) if body.strip() else {}
 
-
-def _repository_models(config: ServeConfig) -> list[str]:
-    from inferno import repository
-
-    return list(repository.models(config.repository))

@@ -158,9 +158,9 @@ class DynamicBatcher(Generic[T, R]):
             batch = self._take()
             if not batch:
                 continue
-            self._recent.append(sum(p.rows for p in batch))
-            self._running += len(batch)
             rows = sum(p.rows for p in batch)
+            self._recent.append(rows)
+            self._running += len(batch)
             started = self._clock()
             try:
                 if rows > self.max_batch_size:  # the invariant every runtime call relies on

@@ -217,18 +217,16 @@ class ModelManager:
                 for v in wanted:
                     if v in entry.versions and entry.versions[v].config == settings:
                         continue
-                    folder = repository.version_path(self.config.repository, name, v)
+                    folder = self.config.repository / name / str(v)  # listed by versions() above
                     log.info("loading %s version %s from %s", name, v, folder)
                     fresh[v] = await asyncio.to_thread(
                         ServedVersion.build, name, v, folder, settings, self.metrics
                     )
-            except InfernoError as exc:
-                await _close_all(fresh.values())
-                entry.state, entry.reason = ("READY" if entry.versions else "UNAVAILABLE"), str(exc)
-                raise
             except Exception as exc:
                 await _close_all(fresh.values())
                 entry.state, entry.reason = ("READY" if entry.versions else "UNAVAILABLE"), str(exc)
+                if isinstance(exc, InfernoError):
+                    raise
                 raise ServiceUnavailableError(f"model {name!r}: loading failed: {exc}") from exc
             for served in fresh.values():
                 served.start()

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from tokenizers import Tokenizer
 
 from inferno.errors import UserInputError
 from inferno.models.signature import Signature, TensorSpec
@@ -226,10 +225,7 @@ class TextPipeline(Pipeline):
 
     def __init__(self, runner: PlanRunner, text: TextPreprocessor, group_by_length: bool = True) -> None:
         super().__init__(runner)
-        self.feed_names = text.input_names
-        self.tokenizer = Tokenizer.from_file(str(text.tokenizer_path))
-        self.tokenizer.no_padding()  # padding happens per runtime call, to that call's longest
-        self.tokenizer.enable_truncation(text.max_length)
+        self.text = text
         self.max_length = text.max_length
         self.group_by_length = group_by_length
         self.sequence_multiple = type(runner.runtime).sequence_multiple
@@ -262,14 +258,14 @@ class TextPipeline(Pipeline):
     def execute(self, works: list[Work]) -> list[Outputs]:
         t0 = time.perf_counter()
         texts = [text for work in works for text in work.payload]
-        encodings = self.tokenizer.encode_batch(texts)
+        encodings = self.text.encodings(texts)
         step = self.sequence_multiple
         lengths = [min(-(-max(1, len(e.ids)) // step) * step, self.max_length) for e in encodings]
         groups = length_groups(lengths, self.OVERHEAD_TOKENS) if self.group_by_length else [list(range(len(texts)))]
         embeddings: np.ndarray | None = None
         infer_s = 0.0
         for members in groups:
-            feeds = self._feeds([encodings[i] for i in members], max(lengths[i] for i in members))
+            feeds = self.text.feeds([encodings[i] for i in members], max(lengths[i] for i in members))
             t1 = time.perf_counter()
             out = self.runner.runtime.run(feeds)[self.primary]
             infer_s += time.perf_counter() - t1
@@ -290,18 +286,6 @@ class TextPipeline(Pipeline):
         self.times.infer_s += infer_s
         self.times.output_s += time.perf_counter() - t3
         return results
-
-    def _feeds(self, encodings: Sequence[Any], length: int) -> dict[str, np.ndarray]:
-        ids = np.zeros((len(encodings), length), dtype=np.int64)
-        mask = np.zeros_like(ids)
-        types = np.zeros_like(ids)
-        for row, enc in enumerate(encodings):
-            n = len(enc.ids)
-            ids[row, :n] = enc.ids
-            mask[row, :n] = enc.attention_mask
-            types[row, :n] = enc.type_ids
-        columns = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        return {name: columns[name] for name in self.feed_names}
 
     def sample(self) -> Work:
         texts = ["warm-up", "a somewhat longer sentence to warm the model up with"]

@@ -49,9 +49,7 @@ class InputTensor:
 
     def raw(self) -> bytes:
         """The tensor's content as bytes (the response cache's key material)."""
-        if self.datatype == "BYTES":
-            return b"".join(struct.pack("<I", len(b)) + b for b in self.data.reshape(-1))
-        return np.ascontiguousarray(self.data).tobytes()
+        return _binary(self.data, self.datatype)
 
 
 @dataclass(frozen=True)
