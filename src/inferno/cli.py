@@ -218,6 +218,46 @@ def bench(
         out.print(f"plot saved to {plot}")
 
 
+@app.command()
+def monitor(
+    url: Annotated[str, typer.Argument(metavar="[URL]", help="The server, http(s)://host[:port]; nothing else is contacted.")] = "http://127.0.0.1:8000",
+    model: Annotated[list[str] | None, typer.Option("--model", help="Watch only this model (repeatable; default: every READY model).")] = None,
+    interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 2.0,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: at Ctrl-C).")] = None,
+    plot: Annotated[Path | None, typer.Option(help="At the end, draw score/threshold over time to this .png.")] = None,
+    token: Annotated[str | None, typer.Option(help="Bearer token for a server started with one (or INFERNO_SERVE_TOKEN).")] = None,
+    once: Annotated[bool, typer.Option("--once", help="Print one table and exit (for scripts).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --once: print the drift documents as JSON.")] = False,
+) -> None:
+    """Watch drift on a running server: a live table per model version, and scores over time."""
+    from inferno.config import serve_token
+    from inferno.errors import ConfigError, UserInputError
+    from inferno.monitoring.watch import History, Poller, make_config, table, watch
+    from inferno.monitoring.watch import plot as draw
+
+    config = make_config(url=url, models=tuple(model or ()), interval_s=interval, duration_s=duration,
+                         plot=plot, token=token or serve_token())
+    if as_json and not once:
+        raise ConfigError("--json: only with --once (the live view has no JSON form)")
+    poller = Poller(config.url, config.token)
+    poller.check(config.models)
+    history = History()
+    if once:
+        snapshot = poller.poll(config.models)
+        if snapshot.error is not None:
+            raise UserInputError(snapshot.error)
+        history.record(snapshot)
+        if as_json:
+            print(json.dumps(snapshot.documents, indent=2))
+        else:
+            out.print(table(snapshot.entries, title=f"inferno monitor: drift at {config.url}"))
+    else:
+        watch(poller, config, history, out)
+    if config.plot is not None:
+        draw(history, config.plot)
+        (err if as_json else out).print(f"plot saved to {config.plot}")
+
+
 def _recipes(text: str) -> tuple[str, ...]:
     from inferno.errors import ConfigError
     from inferno.tuning.recipes import RECIPES
