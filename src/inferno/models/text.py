@@ -33,6 +33,12 @@ class TextPreprocessor:
             self._tokenizer = tok
         return self._tokenizer
 
+    @property
+    def unk_id(self) -> int | None:
+        """The id of the unknown token, None when the vocabulary has none."""
+        unk = getattr(self.tokenizer.model, "unk_token", None)
+        return None if unk is None else self.tokenizer.token_to_id(unk)
+
     def encodings(self, samples: Samples) -> list[Encoding]:
         """Each sample tokenized and truncated, unpadded."""
         if isinstance(samples, (dict, str)):

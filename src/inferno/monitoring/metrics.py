@@ -6,8 +6,10 @@ bound once per model version so the hot path only increments.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -18,6 +20,9 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from inferno.monitoring.drift import Verdict
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -71,6 +76,18 @@ class ServingMetrics:
         self._info = Gauge("inferno_model_info", "The runtime, provider and precision a loaded version runs on.",
                            (*labels, "runtime", "provider", "precision"), registry=r)
         self._info_labels: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._drift_score = Gauge("inferno_drift_score",
+                                  "A feature's drift score at the last check (higher: more drift).",
+                                  (*labels, "feature"), registry=r)
+        self._drift_threshold = Gauge("inferno_drift_threshold",
+                                      "The score above which a feature counts as drifted.",
+                                      (*labels, "feature"), registry=r)
+        self._drift_detected = Gauge("inferno_drift_detected", "1 while the drift verdict is on.",
+                                     labels, registry=r)
+        self._validation = Counter("inferno_validation_failures",
+                                   "Requests whose input failed a validation rule.",
+                                   (*labels, "input", "reason"), registry=r)
+        self._drift_features: dict[tuple[str, str], set[str]] = {}
 
     def bind(self, model: str, version: str, *, runtime: str, provider: str, precision: str,
              queue_depth: Callable[[], float]) -> VersionMetrics:
@@ -92,12 +109,43 @@ class ServingMetrics:
             self._hits.labels(model, version), self._misses.labels(model, version),
         )
 
+    def monitor_sink(self, model: str, version: str) -> DriftMetrics:
+        """Where a version's monitor reports drift and validation failures."""
+        self._drift_detected.labels(model, version).set(0)
+        return DriftMetrics(self, model, version)
+
     def forget(self, model: str, version: str) -> None:
         """Drop the gauges of an unloaded version (counters stay: they only grow)."""
         self._depth.remove(model, version)
+        for feature in self._drift_features.pop((model, version), set()):
+            self._drift_score.remove(model, version, feature)
+            self._drift_threshold.remove(model, version, feature)
+        with contextlib.suppress(KeyError):
+            self._drift_detected.remove(model, version)
         info = self._info_labels.pop((model, version), None)
         if info is not None:
             self._info.remove(*info)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class DriftMetrics:
+    """A version's drift gauges and validation counter (the monitor's sink)."""
+
+    def __init__(self, metrics: ServingMetrics, model: str, version: str) -> None:
+        self._m, self._labels = metrics, (model, version)
+
+    def drift(self, verdict: Verdict) -> None:
+        m = self._m
+        m._drift_detected.labels(*self._labels).set(int(verdict.drifted))
+        seen = m._drift_features.setdefault(self._labels, set())
+        for score in verdict.features:
+            if score.score is None or score.threshold is None:
+                continue
+            seen.add(score.name)
+            m._drift_score.labels(*self._labels, score.name).set(score.score)
+            m._drift_threshold.labels(*self._labels, score.name).set(score.threshold)
+
+    def validation_failure(self, input_name: str, reason: str) -> None:
+        self._m._validation.labels(*self._labels, input_name, reason).inc()

@@ -31,6 +31,7 @@ from inferno.errors import (
 )
 from inferno.monitoring.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from inferno.monitoring.metrics import ServingMetrics
+from inferno.monitoring.profile import PROFILE_FILE
 from inferno.serving.config import ServeConfig
 from inferno.serving.models import ModelManager, ServedVersion
 from inferno.serving.openapi import openapi
@@ -177,8 +178,8 @@ class InfernoApp:
         if action == "infer":
             self._method(ex, "POST")
             return await self._infer(model, version, ex)
-        if action not in ("", "ready", "config", "stats"):
-            raise _NotFound(f"model endpoint {'/'.join(rest)!r}: expected infer, ready, config or stats")
+        if action not in ("", "ready", "config", "stats", "drift"):
+            raise _NotFound(f"model endpoint {'/'.join(rest)!r}: expected infer, ready, config, stats or drift")
         self._method(ex, "GET")
         if action == "":
             served = self.manager.get(model, version)
@@ -190,6 +191,8 @@ class InfernoApp:
                 return 404, b"", [_JSON]
         if action == "config":
             return _json(self.manager.get(model, version).model_config())
+        if action == "drift":
+            return _json(self._drift(model, version))
         return _json({"model_stats": self._stats(model, version)})
 
     async def _infer(self, model: str, version: str | None, ex: _Exchange) -> Reply:
@@ -244,6 +247,15 @@ class InfernoApp:
         raise _NotFound(f"repository endpoint {'/'.join(rest)!r}: expected index, models/M/load or unload")
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _drift(self, model: str, version: str | None) -> dict[str, Any]:
+        served = self.manager.get(model, version)
+        doc = served.monitor.document() if served.monitor is not None else None
+        if doc is None:
+            why = ("drift watching is off (drift: false)" if not served.config.drift
+                   else f"it has no reference profile ({PROFILE_FILE}; `inferno accelerate` writes one)")
+            raise _NotFound(f"model {model!r} version {served.version}: no drift report: {why}")
+        return doc
 
     def _stats(self, model: str | None, version: str | None) -> list[dict[str, Any]]:
         if model is not None and version is not None:

@@ -41,6 +41,24 @@ class ModelServeConfig(BaseModel):
     """Default per-request timeout; a request's own ``timeout`` parameter (µs) may shorten it."""
     group_by_length: bool = True
     """Split a text batch into runtime calls of similar lengths when that costs less padding."""
+    drift: bool = True
+    """Watch for drift against the version's reference profile (``profile.json``), when it has one."""
+    drift_window: int = Field(750, ge=10, le=1_000_000)
+    """Rows in the sliding window; the first verdict comes once it is full."""
+    drift_check_every: int = Field(50, ge=1)
+    """Rows between two drift checks."""
+    drift_share: float = Field(0.5, gt=0, le=1)
+    """Drift is declared when at least this share of the features drifted."""
+    drift_method: Literal["auto", "ks", "chi2", "jensenshannon", "psi"] = "auto"
+    """auto: tests (KS, chi-square, p < 0.05) for references up to 1,000 rows, Jensen–Shannon
+    distance (> 0.1) beyond; or one method for every feature."""
+    drift_threshold: float | None = Field(None, gt=0)
+    """Distance threshold for jensenshannon (default 0.1) or psi (default 0.2)."""
+    validation: Literal["off", "count", "reject"] = "count"
+    """Inputs checked against the profile (NaN/inf, out of the observed range, unknown tokens):
+    counted in inferno_validation_failures_total, or rejected with 400."""
+    validation_margin: float = Field(0.0, ge=0)
+    """Widen the observed range by this share of its span before calling a value out of range."""
 
 
 class ServeConfig(BaseModel):
@@ -62,6 +80,10 @@ class ServeConfig(BaseModel):
     """Request bodies beyond this are refused with 413."""
     graceful_timeout_s: float = Field(30.0, ge=0)
     """On SIGTERM/SIGINT, how long in-flight requests may take to finish."""
+    log_predictions: Path | None = None
+    """Folder for the prediction log (input summaries and outputs, rotating JSONL); None: off."""
+    log_max_bytes: int = Field(256 * 2**20, ge=64 * 2**10)
+    """Disk budget of the prediction log; the oldest files go first."""
     defaults: ModelServeConfig = ModelServeConfig()
     """Batching settings for models without their own ``serve.json``."""
 

@@ -12,13 +12,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from inferno import repository
 from inferno.errors import InfernoError, ServiceUnavailableError, UnknownModelError, UserInputError
+from inferno.models.text import TextPreprocessor
+from inferno.monitoring.drift import DriftSettings
 from inferno.monitoring.metrics import ServingMetrics
+from inferno.monitoring.monitor import Monitor, MonitorSettings
+from inferno.monitoring.predlog import PredictionLog
+from inferno.monitoring.profile import PROFILE_FILE, ReferenceProfile
 from inferno.plan import Plan, PlanRunner
 from inferno.serving.batcher import DynamicBatcher
 from inferno.serving.cache import ResponseCache, cache_key
@@ -36,7 +42,8 @@ class ServedVersion:
     """One version of a model, ready to serve."""
 
     def __init__(self, name: str, version: int, folder: Path, config: ModelServeConfig,
-                 pipelines: list[Pipeline], metrics: ServingMetrics) -> None:
+                 pipelines: list[Pipeline], metrics: ServingMetrics,
+                 prediction_log: PredictionLog | None = None) -> None:
         self.name = name
         self.version = str(version)
         self.folder = folder
@@ -47,8 +54,9 @@ class ServedVersion:
         bound = metrics.bind(name, self.version, runtime=self.plan.runtime, provider=self.provider,
                              precision=self.plan.compute_precision, queue_depth=lambda: self.batcher.queue_depth)
         self.stats = VersionStats(bound, [p.times for p in pipelines])
+        self.monitor = _monitor(self, metrics, prediction_log)
         self.batcher: DynamicBatcher[Work, Outputs] = DynamicBatcher(
-            [p.execute for p in pipelines],
+            [p.execute if self.monitor is None else _watched(p.execute, self.monitor) for p in pipelines],
             max_batch_size=config.max_batch_size,
             max_queue_delay_s=config.max_queue_delay_us / 1e6,
             max_queue_size=config.max_queue_size,
@@ -58,7 +66,7 @@ class ServedVersion:
 
     @classmethod
     def build(cls, name: str, version: int, folder: Path, config: ModelServeConfig,
-              metrics: ServingMetrics) -> ServedVersion:
+              metrics: ServingMetrics, prediction_log: PredictionLog | None = None) -> ServedVersion:
         """Load every instance and warm it up (blocking: call from a worker thread)."""
         pipelines: list[Pipeline] = []
         try:
@@ -73,7 +81,12 @@ class ServedVersion:
             for p in pipelines:
                 p.close()
             raise
-        return cls(name, version, folder, config, pipelines, metrics)
+        try:
+            return cls(name, version, folder, config, pipelines, metrics, prediction_log)
+        except BaseException:
+            for p in pipelines:
+                p.close()
+            raise
 
     @property
     def provider(self) -> str:
@@ -87,6 +100,10 @@ class ServedVersion:
         """Check, batch and run one request. Raises InfernoError subclasses for the caller to map."""
         try:
             work = self.pipelines[0].prepare(request)
+            if self.monitor is not None:
+                problems = self.monitor.reject(work.payload)
+                if problems:
+                    raise UserInputError(problems[0])
             if work.rows > self.config.max_batch_size:
                 raise UserInputError(
                     f"request batch: expected at most {self.config.max_batch_size} rows "
@@ -160,8 +177,42 @@ class ServedVersion:
         """Finish every accepted request, then free the runtime sessions."""
         self.ready = False
         await self.batcher.close()
+        if self.monitor is not None:
+            await asyncio.to_thread(self.monitor.close)
         for p in self.pipelines:
             p.close()
+
+
+def _monitor(served: ServedVersion, metrics: ServingMetrics,
+             prediction_log: PredictionLog | None) -> Monitor | None:
+    """The version's monitor, when it has a reference profile and something to watch."""
+    c = served.config
+    if not c.drift and c.validation == "off" and prediction_log is None:
+        return None
+    profile = ReferenceProfile.load(served.folder)
+    if profile is None:
+        log.info("%s version %s has no reference profile (%s): drift and validation are off; "
+                 "`inferno accelerate` writes one", served.name, served.version, PROFILE_FILE)
+        return None
+    drift = DriftSettings(window=c.drift_window, min_rows=c.drift_window, check_every=c.drift_check_every,
+                          drift_share=c.drift_share, method=c.drift_method, threshold=c.drift_threshold)
+    settings = MonitorSettings(drift if c.drift else None, c.validation, c.validation_margin)
+    tokenize = None
+    text = served.pipelines[0].runner.preprocessor
+    if isinstance(text, TextPreprocessor):
+        # its own tokenizer: the monitor thread must not share the batch worker's
+        tokenize = TextPreprocessor(text.tokenizer_path, text.max_length, text.input_names).encodings
+    return Monitor(served.name, served.version, profile, settings, tokenize=tokenize,
+                   sink=metrics.monitor_sink(served.name, served.version), prediction_log=prediction_log)
+
+
+def _watched(execute: Callable[[list[Work]], list[Outputs]], monitor: Monitor) -> Callable[[list[Work]], list[Outputs]]:
+    def run(works: list[Work]) -> list[Outputs]:
+        outputs = execute(works)
+        monitor.observe([w.payload for w in works], outputs)
+        return outputs
+
+    return run
 
 
 @dataclass
@@ -179,6 +230,8 @@ class ModelManager:
         self.metrics = metrics
         self._entries: dict[str, _Entry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self.prediction_log = (PredictionLog(config.log_predictions, config.log_max_bytes)
+                               if config.log_predictions is not None else None)
 
     def get(self, name: str, version: str | None = None) -> ServedVersion:
         """The version to serve (the newest loaded when ``version`` is None); 404s otherwise."""
@@ -220,7 +273,7 @@ class ModelManager:
                     folder = self.config.repository / name / str(v)  # listed by versions() above
                     log.info("loading %s version %s from %s", name, v, folder)
                     fresh[v] = await asyncio.to_thread(
-                        ServedVersion.build, name, v, folder, settings, self.metrics
+                        ServedVersion.build, name, v, folder, settings, self.metrics, self.prediction_log
                     )
             except Exception as exc:
                 await _close_all(fresh.values())
@@ -278,6 +331,8 @@ class ModelManager:
             old = list(entry.versions.values())
             entry.versions = {}
             await self._retire(old)
+        if self.prediction_log is not None:
+            self.prediction_log.close()
 
 
 async def _close_all(versions: Any) -> None:

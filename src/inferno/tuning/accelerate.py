@@ -25,6 +25,7 @@ from inferno.config import AccelerateConfig, describe_validation_error
 from inferno.errors import ConfigError, InfernoError
 from inferno.hardware import HardwareInfo, detect
 from inferno.models.model import EvalData, Model
+from inferno.models.text import TextPreprocessor
 from inferno.models.zoo import DEFAULT
 from inferno.passes import PassContext
 from inferno.repository import MODEL_FILE, check_name, write_version
@@ -56,6 +57,9 @@ FINALISTS = 3
 FINAL_ROUNDS = 5
 """Close candidates measured minutes apart can swap places on a noisy machine: the fastest
 few are loaded together and re-timed round-robin, and the choice uses those medians."""
+PROFILE_SAMPLES = 5000
+"""Calibration samples the reference profile is built on (drift monitoring)."""
+PROFILE_BATCH = 32
 TIMING_BATCHES = 4
 """Throughput is timed on the first full batches of the evaluation data (real lengths)."""
 
@@ -116,7 +120,7 @@ def accelerate(
         )
         recipes = select_recipes(loaded, cfg.variants)
         runtimes = _runtimes(cfg)
-        total = len(recipes) + len(recipes) * len(runtimes) + 3
+        total = len(recipes) + len(recipes) * len(runtimes) + 4
         step = _Counter(notify, total)
         reference, ref_metrics, baseline = _reference(loaded, inputs, cfg, step)
         variants, skipped = build_variants(recipes, loaded, ctx, Path(tmp), step)
@@ -136,7 +140,7 @@ def accelerate(
                          reason, skipped, started)
         folder = write_version(
             Path(repository), model_name,
-            lambda staging, final: _fill(staging, final, loaded, chosen_variant, report, cfg),
+            lambda staging, final: _fill(staging, final, loaded, chosen_variant, report, cfg, step),
         )
     return _published(report, folder)
 
@@ -385,7 +389,7 @@ def _report(model: Model, cfg: AccelerateConfig, hardware: HardwareInfo, inputs:
 
 
 def _fill(staging: Path, final: Path, model: Model, variant: Variant, report: Report,
-          cfg: AccelerateConfig) -> None:
+          cfg: AccelerateConfig, step: _Counter) -> None:
     from inferno.models.zoo.cache import sha256_file
     from inferno.plan import Plan
 
@@ -412,3 +416,27 @@ def _fill(staging: Path, final: Path, model: Model, variant: Variant, report: Re
     (staging / "report.json").write_text(report.to_json())
     (staging / "report.md").write_text(to_markdown(report))
     plot(report, staging / "report.png")
+    step("profiling the reference data (for drift monitoring)")
+    _profile(staging, model)
+
+
+def _profile(folder: Path, model: Model) -> None:
+    """Write the reference profile: the saved plan's own outputs on the calibration data."""
+    from inferno.monitoring.profile import build_profile
+    from inferno.plan import PlanRunner
+
+    data = model.calibration_data.take(PROFILE_SAMPLES)
+    runner = PlanRunner(folder)
+    try:
+        outputs = np.concatenate([runner.predict(batch) for batch in data.batches(PROFILE_BATCH)])
+        text = model.preprocessor if isinstance(model.preprocessor, TextPreprocessor) else None
+        if text is not None:  # the server answers text models with L2-normalized embeddings
+            outputs = outputs / np.maximum(np.linalg.norm(outputs, axis=1, keepdims=True), 1e-12)
+        profile = build_profile(
+            model.task, data.samples, outputs, model.signature.outputs[model.signature.primary_output()].name,
+            tokenize=text.encodings if text else None, unk_id=text.unk_id if text else None,
+            source=data.source,
+        )
+    finally:
+        runner.close()
+    profile.save(folder)
