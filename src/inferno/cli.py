@@ -77,6 +77,14 @@ def serve(
     timeout_s: Annotated[float, typer.Option(help="Default per-request timeout, seconds.")] = 30.0,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body, MiB (larger: 413).")] = 64.0,
     versions: Annotated[str, typer.Option(help="Versions to load: latest or all.")] = "latest",
+    drift: Annotated[bool, typer.Option(help="Watch for drift against each version's reference profile.")] = True,
+    drift_window: Annotated[int, typer.Option(help="Rows in the drift window (first verdict when full).")] = 750,
+    drift_share: Annotated[float, typer.Option(help="Drift when at least this share of features drifted.")] = 0.5,
+    validation: Annotated[str, typer.Option(help="Inputs out of range, NaN/inf, unknown tokens: "
+                                                 "count, reject (400) or off.")] = "count",
+    log_predictions: Annotated[Path | None, typer.Option(help="Write input summaries and outputs to "
+                                                             "rotating JSONL files in this folder.")] = None,
+    log_max_mb: Annotated[float, typer.Option(help="Disk budget of --log-predictions, MiB.")] = 256.0,
 ) -> None:
     """Serve a model repository over the Open Inference Protocol v2 (KServe / Triton clients work)."""
     from pydantic import ValidationError
@@ -107,10 +115,12 @@ def serve(
         config = ServeConfig.model_validate({
             "repository": folder, "models": tuple(names), "host": host, "port": port,
             "token": token or serve_token(), "max_body_bytes": int(max_body_mb * 2**20), "versions": versions,
+            "log_predictions": log_predictions, "log_max_bytes": int(log_max_mb * 2**20),
             "defaults": ModelServeConfig.model_validate({
                 "max_batch_size": max_batch_size, "max_queue_delay_us": max_queue_delay_us,
                 "max_queue_size": queue_size, "instances": instances, "threads": threads,
-                "cache_bytes": int(cache_mb * 2**20), "timeout_s": timeout_s}),
+                "cache_bytes": int(cache_mb * 2**20), "timeout_s": timeout_s, "drift": drift,
+                "drift_window": drift_window, "drift_share": drift_share, "validation": validation}),
         })
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from exc
