@@ -52,6 +52,12 @@ class DriftSettings:
     threshold: float | None = None
     """Distance threshold (default: 0.1 for Jensen–Shannon, 0.2 for PSI)."""
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_rows <= self.window:
+            raise ValueError(f"drift window {self.window} / min_rows {self.min_rows}: expected 1 <= min_rows <= window")
+        if self.check_every < 1 or not 0 < self.drift_share <= 1 or not 0 < self.alpha < 1:
+            raise ValueError(f"drift settings out of range: {self}")
+
 
 @dataclass(frozen=True)
 class FeatureScore:
@@ -106,6 +112,8 @@ class DriftDetector:
 
     def update(self, rows: np.ndarray) -> bool:
         """Add [rows, features] values; True when a check is due."""
+        self.observed += len(rows)
+        self._since_check += len(rows)
         rows = rows[-self.settings.window:]
         n = len(rows)
         end = self._next + n
@@ -117,8 +125,6 @@ class DriftDetector:
             self._window[:n - split] = rows[split:]
         self._next = end % len(self._window)
         self.filled = min(self.filled + n, len(self._window))
-        self.observed += n
-        self._since_check += n
         return self.filled >= self.settings.min_rows and self._since_check >= self.settings.check_every
 
     def evaluate(self) -> Verdict:
@@ -139,11 +145,13 @@ class DriftDetector:
             return FeatureScore(feature.name, feature.kind, method, None, None, False)
         alpha = self.settings.alpha
         if method == "ks":
-            result = stats.ks_2samp(reference, clean, method="asymp")
-            n, m = len(reference), len(clean)
-            critical = float(stats.kstwobign.isf(alpha) * np.sqrt((n + m) / (n * m)))
-            d = float(result.statistic)
-            return FeatureScore(feature.name, feature.kind, method, d, critical, d > critical, float(result.pvalue))
+            d = float(stats.ks_2samp(reference, clean).statistic)
+            # threshold and p-value from the same (asymptotic Kolmogorov) distribution, so that
+            # "score > threshold" and "p < alpha" always agree
+            scale = np.sqrt(len(reference) * len(clean) / (len(reference) + len(clean)))
+            critical = float(stats.kstwobign.isf(alpha) / scale)
+            p = float(stats.kstwobign.sf(d * scale))
+            return FeatureScore(feature.name, feature.kind, method, d, critical, d > critical, p)
         if method == "chi2":
             chi2, p, critical = _chi_square(feature, clean, alpha)
             return FeatureScore(feature.name, feature.kind, method, chi2, critical, chi2 > critical, p)
@@ -177,7 +185,7 @@ def _chi_square(feature: FeatureReference, values: np.ndarray, alpha: float) -> 
     categories = sorted(set(reference) | set(window_counts))
     table = np.array([[reference.get(c, 0) for c in categories],
                       [window_counts.get(c, 0) for c in categories]], dtype=np.float64)
-    if table.shape[1] < 2:
-        return 0.0, 1.0, float("inf")
+    if table.shape[1] < 2:  # one category on both sides: nothing can differ
+        return 0.0, 1.0, float(stats.chi2.isf(alpha, 1))
     chi2, p, dof, _ = stats.chi2_contingency(table, correction=False)
     return float(chi2), float(p), float(stats.chi2.isf(alpha, dof))

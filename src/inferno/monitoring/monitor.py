@@ -79,6 +79,8 @@ class Monitor:
 
     def observe(self, payloads: list[Any], outputs: list[dict[str, np.ndarray]]) -> None:
         """Queue one finished batch (called by the batch worker: never blocks)."""
+        if self._stop:
+            return
         if len(self._pending) >= QUEUE_BATCHES:
             self.dropped += 1
             return
@@ -96,6 +98,8 @@ class Monitor:
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every queued batch is processed (tests and benchmarks)."""
+        if not self._thread.is_alive():
+            return False
         done = threading.Event()
         self._pending.append(done)  # processed in order: set once everything before it is done
         self._wake.set()
@@ -119,7 +123,7 @@ class Monitor:
                     self._process(*item)
                 except Exception:  # a monitoring bug must never take serving down
                     log.exception("monitor %s v%s: a batch could not be processed", self.model, self.version)
-            if self._stop:
+            if self._stop and not self._pending:
                 return
 
     def _process(self, payloads: list[Any], outputs: list[dict[str, np.ndarray]]) -> None:
@@ -173,7 +177,8 @@ class Monitor:
             self.sink.validation_failure(input_name, reason)
 
     def _log(self, rows: np.ndarray, outputs: list[dict[str, np.ndarray]]) -> None:
-        assert self.prediction_log is not None
+        if self.prediction_log is None:
+            return
         time = _now()
         names = self.summarize.names
         records = []

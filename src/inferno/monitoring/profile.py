@@ -49,7 +49,8 @@ CONFIDENCE_EDGES = (0.5, 0.6, 0.7, 0.8, 0.9)
 """Bins of the confidence histogram (a categorical feature: the bin of the top probability)."""
 CATEGORICAL = ("class", "confidence")
 CONSTANT_SPREAD = 1e-3
-"""A feature whose reference spread is below this share of its magnitude is left out."""
+"""Embedding norms whose spread is below this share of their mean are left out (the model
+normalizes). Other constant features stay: an unknown-token rate of 0 is worth watching."""
 
 Tokenize = Callable[[list[str]], list[Any]]
 """Strings → ``tokenizers.Encoding`` objects (``ids``, ``special_tokens_mask``)."""
@@ -78,6 +79,9 @@ class FeatureReference:
     @classmethod
     def numeric(cls, name: str, values: np.ndarray) -> FeatureReference:
         values = np.asarray(values, dtype=np.float64)
+        values = values[np.isfinite(values)]  # a missing value says nothing about the distribution
+        if len(values) == 0:
+            values = np.zeros(1)
         kept = values if len(values) <= KEPT_SAMPLES else values[np.linspace(0, len(values) - 1, KEPT_SAMPLES).astype(int)]
         edges = np.unique(np.quantile(values, np.linspace(0, 1, BINS + 1)[1:-1]))
         proportions = np.bincount(bin_index(values, edges), minlength=len(edges) + 1) / len(values)
@@ -158,7 +162,7 @@ class ReferenceProfile:
                 if projection else None,
                 **data,
             )
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
             raise ModelLoadError(f"reference profile {path} is unreadable: {exc}") from exc
 
 
@@ -198,11 +202,13 @@ def input_features(profile: ReferenceProfile, inputs: Samples, tokenize: Tokeniz
                    frequent: np.ndarray, seen: np.ndarray, encodings: list[Any] | None = None) -> Features:
     if profile.input_kind == "text":
         if encodings is None:
-            assert tokenize is not None
+            if tokenize is None:
+                raise ValueError("a text profile needs the model's tokenizer")
             encodings = tokenize(list(inputs))
         return text_features(encodings, frequent, seen,
                              profile.text.unk_id if profile.text else None)
-    assert isinstance(inputs, dict)
+    if not isinstance(inputs, dict):
+        raise TypeError("a tensor profile takes a dict of arrays")
     return tensor_features(inputs)
 
 

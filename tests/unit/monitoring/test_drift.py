@@ -78,14 +78,6 @@ def test_ks_threshold_is_the_critical_value_for_both_sample_sizes(
     assert score.threshold == pytest.approx(c_alpha * math.sqrt((n + m) / (n * m)), rel=1e-3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the KS threshold is the asymptotic Kolmogorov critical value (kstwobign) while the reported "
-        "p_value comes from ks_2samp(method='asymp'), which uses kstwo at the rounded effective size: "
-        "near the boundary a feature shows p_value < alpha and drifted false"
-    ),
-)
 def test_ks_reported_p_value_and_verdict_agree_near_the_boundary() -> None:
     reference = np.arange(1000) / 1000.0
     window = np.arange(750) / 750.0 + 0.0645  # D = 0.06533: between the two critical values
@@ -276,13 +268,6 @@ def test_ring_buffer_keeps_exactly_the_last_window_rows() -> None:
         assert window_rows(detector) == sorted(expected)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "DriftDetector.update() drops all but the last `window` rows before counting, so `observed` "
-        "(observed_rows in the drift document) and the rows-since-check count only `window` of a larger update"
-    ),
-)
 def test_observed_counts_every_row_of_an_update_larger_than_the_window() -> None:
     detector = DriftDetector(
         profile_of(FeatureReference.numeric("x", np.arange(10.0))),
