@@ -44,6 +44,16 @@ class MonitorSettings:
     margin: float = 0.0
 
 
+def _merged(payloads: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray] | None:
+    """The requests of a batch as one array per input; None when their shapes differ."""
+    if len(payloads) == 1:
+        return payloads[0]
+    try:
+        return {k: np.concatenate([p[k] for p in payloads]) for k in payloads[0]}
+    except (ValueError, KeyError):
+        return None
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -139,9 +149,13 @@ class Monitor:
                         self._count(f.input, f.reason)
                     start += len(p)
         else:
-            rows = np.concatenate([self.summarize(p, o[name]) for p, o in zip(payloads, outputs, strict=True)])
-            if self.settings.validation == "count":
-                for p in payloads:
+            merged = _merged(payloads)
+            if merged is not None:  # one vectorized pass over the batch: the common case
+                rows = self.summarize(merged, np.concatenate([o[name] for o in outputs]))
+            else:
+                rows = np.concatenate([self.summarize(p, o[name]) for p, o in zip(payloads, outputs, strict=True)])
+            if self.settings.validation == "count" and (merged is None or self.validator.tensors(merged)):
+                for p in payloads:  # count per request, only when something failed
                     for f in self.validator.tensors(p):
                         self._count(f.input, f.reason)
         if self.prediction_log is not None:
