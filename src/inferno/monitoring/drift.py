@@ -17,6 +17,7 @@ one [window, features] ring buffer per model version.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,6 +43,9 @@ class DriftSettings:
     """Rows the window must hold before the first check (a part-filled window is noisier)."""
     check_every: int = 50
     """Rows between checks."""
+    check_interval_s: float = 0.0
+    """Seconds between checks at least (the server uses 0.5: at thousands of rows a second,
+    checking every 50 rows would spend its time re-testing an almost unchanged window)."""
     drift_share: float = 0.5
     """The verdict is drift when at least this share of features drifted."""
     alpha: float = 0.05
@@ -97,6 +101,7 @@ class DriftDetector:
         self.filled = 0
         self.observed = 0
         self._since_check = 0
+        self._checked = -float("inf")
         self._reference = [np.sort(np.array(f.values)) for f in self.features]
         self.methods = [self._method(f) for f in self.features]
 
@@ -125,11 +130,13 @@ class DriftDetector:
             self._window[:n - split] = rows[split:]
         self._next = end % len(self._window)
         self.filled = min(self.filled + n, len(self._window))
-        return self.filled >= self.settings.min_rows and self._since_check >= self.settings.check_every
+        return (self.filled >= self.settings.min_rows and self._since_check >= self.settings.check_every
+                and time.monotonic() - self._checked >= self.settings.check_interval_s)
 
     def evaluate(self) -> Verdict:
         """Test every feature on the current window."""
         self._since_check = 0
+        self._checked = time.monotonic()
         window = self._window[:self.filled]
         scores = tuple(
             self._score(f, method, ref, window[:, j])

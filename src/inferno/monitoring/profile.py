@@ -24,6 +24,7 @@ and quantile bins (for PSI and Jensen–Shannon); a categorical one keeps its co
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -228,21 +229,23 @@ def tensor_features(inputs: dict[str, np.ndarray]) -> Features:
 
 def text_features(encodings: list[Any], frequent: np.ndarray, seen: np.ndarray,
                   unk_id: int | None) -> Features:
-    lengths = np.array([len(e.ids) for e in encodings], dtype=np.float64)
-    unknown = np.zeros(len(encodings))
-    common = np.zeros(len(encodings))
-    unseen = np.zeros(len(encodings))
-    for row, e in enumerate(encodings):
-        ids = np.array([i for i, special in zip(e.ids, e.special_tokens_mask, strict=True) if not special],
-                       dtype=np.int64)
-        if len(ids) == 0:
-            continue
-        if unk_id is not None:
-            unknown[row] = np.count_nonzero(ids == unk_id) / len(ids)
-        common[row] = np.isin(ids, frequent).mean()
-        unseen[row] = 1.0 - np.isin(ids, seen).mean()
-    return {"tokens.length": lengths, "tokens.unknown_rate": unknown,
-            "tokens.frequent_share": common, "tokens.unseen_share": unseen}
+    """Per-sentence token statistics, in one vectorized pass over all the batch's tokens."""
+    n = len(encodings)
+    sizes = np.fromiter((len(e.ids) for e in encodings), np.int64, n)
+    ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), np.int64, int(sizes.sum()))
+    special = np.fromiter(itertools.chain.from_iterable(e.special_tokens_mask for e in encodings),
+                          np.int64, len(ids)).astype(bool)
+    row = np.repeat(np.arange(n), sizes)[~special]
+    ids = ids[~special]
+    words = np.maximum(np.bincount(row, minlength=n), 1)
+
+    def share(hit: np.ndarray) -> np.ndarray:
+        return np.bincount(row, weights=hit, minlength=n) / words
+
+    unknown = share(ids == unk_id) if unk_id is not None else np.zeros(n)
+    return {"tokens.length": sizes.astype(np.float64), "tokens.unknown_rate": unknown,
+            "tokens.frequent_share": share(np.isin(ids, frequent)),
+            "tokens.unseen_share": share(~np.isin(ids, seen))}
 
 
 def output_features(task: str, outputs: np.ndarray, probabilities: bool, keep_norm: bool,

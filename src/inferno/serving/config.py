@@ -47,6 +47,8 @@ class ModelServeConfig(BaseModel):
     """Rows in the sliding window; the first verdict comes once it is full."""
     drift_check_every: int = Field(50, ge=1)
     """Rows between two drift checks."""
+    drift_check_interval_s: float = Field(0.5, ge=0)
+    """Seconds between two drift checks at least (bounds the cost under heavy traffic)."""
     drift_share: float = Field(0.5, gt=0, le=1)
     """Drift is declared when at least this share of the features drifted."""
     drift_method: Literal["auto", "ks", "chi2", "jensenshannon", "psi"] = "auto"

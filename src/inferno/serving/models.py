@@ -195,6 +195,7 @@ def _monitor(served: ServedVersion, metrics: ServingMetrics,
                  "`inferno accelerate` writes one", served.name, served.version, PROFILE_FILE)
         return None
     drift = DriftSettings(window=c.drift_window, min_rows=c.drift_window, check_every=c.drift_check_every,
+                          check_interval_s=c.drift_check_interval_s,
                           drift_share=c.drift_share, method=c.drift_method, threshold=c.drift_threshold)
     settings = MonitorSettings(drift if c.drift else None, c.validation, c.validation_margin)
     tokenize = None

@@ -42,8 +42,8 @@ def digits_repo(model_repository: Path, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture
 def digits_server(digits_repo: Path) -> Iterator[Server]:
-    """A fresh server, so a fresh window, per test."""
-    with running(digits_repo) as server:
+    """A fresh server (so a fresh window) per test; checks counted in rows, not seconds."""
+    with running(digits_repo, drift_check_interval_s=0) as server:
         yield server
 
 
@@ -132,7 +132,7 @@ def minilm_repo(model_repository: Path, tmp_path_factory: pytest.TempPathFactory
     reference is small: 260 sentences) would take for independent evidence."""
     repo = tmp_path_factory.mktemp("drift-minilm") / "repo"
     shutil.copytree(model_repository / "minilm", repo / "minilm")
-    (repo / "minilm" / "serve.json").write_text(json.dumps({"drift_window": 200, "drift_check_every": 10}))
+    (repo / "minilm" / "serve.json").write_text(json.dumps({"drift_window": 200, "drift_check_every": 10, "drift_check_interval_s": 0}))
     return repo
 
 
