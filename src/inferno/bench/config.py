@@ -19,8 +19,8 @@ Concurrency = Annotated[int, Field(ge=1, le=MAX_IN_FLIGHT)]
 Rate = Annotated[float, Field(gt=0, le=100_000)]
 
 
-def check_url(url: str) -> str:
-    """Return ``url`` as ``scheme://host[:port]`` (no trailing slash).
+def check_url(url: str, option: str = "--url") -> str:
+    """Return ``url`` as ``scheme://host[:port]`` (no trailing slash); ``option`` names it in errors.
 
     Raises:
         ConfigError: when it is not ``http(s)://host[:port]`` (a path, query, fragment or
@@ -31,9 +31,9 @@ def check_url(url: str) -> str:
         parts = urlsplit(url.strip())
         port = parts.port
     except ValueError as exc:
-        raise ConfigError(f"--url {url!r}: {exc}; {expected}") from exc
+        raise ConfigError(f"{option} {url!r}: {exc}; {expected}") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"--url {url!r}: {expected}")
+        raise ConfigError(f"{option} {url!r}: {expected}")
     if (
         parts.path not in ("", "/")
         or parts.query
@@ -41,7 +41,7 @@ def check_url(url: str) -> str:
         or parts.username
         or "@" in parts.netloc
     ):
-        raise ConfigError(f"--url {url!r}: {expected}, without a path, query or user name")
+        raise ConfigError(f"{option} {url!r}: {expected}, without a path, query or user name")
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
 

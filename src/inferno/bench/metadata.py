@@ -79,7 +79,7 @@ async def fetch_inputs(
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise UserInputError(unreachable(url, exc)) from exc
     named = f"model {model!r}" + (f" version {version!r}" if version else "")
-    detail = _error_text(body)
+    detail = error_text(body)
     if status == 404:
         raise UnknownModelError(f"{named} is not served at {url} (HTTP 404: {detail})")
     if status in (401, 403):
@@ -98,7 +98,8 @@ async def fetch_inputs(
     return parse_metadata(doc, model)
 
 
-def _error_text(body: bytes) -> str:
+def error_text(body: bytes) -> str:
+    """The ``error`` of a JSON error body, or the start of the body."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:

@@ -17,9 +17,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from inferno.cli import main
-from inferno.errors import ConfigError, UserInputError
-from inferno.monitoring.watch import (
+from inferno.bench.watch import (
     MAX_POLLS,
     Drift,
     History,
@@ -32,6 +30,8 @@ from inferno.monitoring.watch import (
     table,
     view,
 )
+from inferno.cli import main
+from inferno.errors import ConfigError, UserInputError
 
 TOKEN = "s3cret"
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -32,11 +32,12 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from inferno.bench.config import DEFAULT_URL, check_url
+from inferno.bench.metadata import error_text
 from inferno.errors import ConfigError, UserInputError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_URL = "http://127.0.0.1:8000"
 TIMEOUT_S = 5.0
 """Per-request timeout; a server slower than this counts as unreachable for that poll."""
 MAX_POLLS = 10_000
@@ -74,7 +75,7 @@ class WatchConfig(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return check_url(value)  # raises ConfigError itself: pydantic lets it through
+        return check_url(value, "URL")  # raises ConfigError itself: pydantic lets it through
 
     @field_validator("plot")
     @classmethod
@@ -111,26 +112,6 @@ def make_config(**fields: Any) -> WatchConfig:
         loc = [str(p) for p in err["loc"]]
         option = _OPTIONS.get(loc[0], "--" + loc[0]) if loc else "value"
         raise ConfigError(f"{option}: {err['msg']} (got {err.get('input')!r})") from exc
-
-
-def check_url(url: str) -> str:
-    """Return ``url`` as ``scheme://host[:port]`` (no trailing slash).
-
-    Raises:
-        ConfigError: when it is not ``http(s)://host[:port]``.
-    """
-    expected = f"expected http(s)://host[:port], e.g. {DEFAULT_URL}"
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"URL {url!r}: {exc}; {expected}") from exc
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"URL {url!r}: {expected}")
-    if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
-        raise ConfigError(f"URL {url!r}: {expected}, without a path, query or user name")
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
 
 
 # -- polling -----------------------------------------------------------------------------------
@@ -309,17 +290,6 @@ def unreachable(url: str, exc: BaseException, timeout_s: float) -> str:
     else:
         why = str(reason) or type(reason).__name__
     return f"cannot reach {url}: {why} — is `inferno serve` running?"
-
-
-def error_text(body: bytes) -> str:
-    """The ``error`` of a JSON error body, or the start of the body."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body[:200].decode("utf-8", "replace").strip() or "empty body"
-    if isinstance(doc, dict) and "error" in doc:
-        return str(doc["error"])
-    return str(doc)[:200]
 
 
 def _loads(body: bytes) -> Any:
