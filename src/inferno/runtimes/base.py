@@ -28,17 +28,25 @@ class Artifact:
     """Precision the graph was rewritten to: ``fp32``, ``int8`` (activations too), ``int8w``
     (weights only, behind DequantizeLinear), ``mixed`` (INT8 with FP32 islands), ``fp16``."""
     compute_precision: str = "fp32"
-    """Precision the runtime should compute in: ``bf16`` asks for BF16 execution of an FP32 graph."""
+    """Precision the runtime should compute in: ``bf16`` / ``fp16`` ask for BF16 / FP16 execution
+    of an FP32 graph (OpenVINO's precision hint, TensorRT's FP16 builder flag, PyTorch weights
+    cast to that dtype)."""
     torch_factory: Callable[[], Any] | None = None
+    """The source PyTorch module, for runtimes that run it instead of the ONNX graph. Set only
+    when the graph is the unmodified export (precision changes are the runtime's to make)."""
     hints: dict[str, Any] = field(default_factory=dict)
-    """Runtime-specific knobs chosen by the recipe, e.g. ``dynamic_quantization_group_size``."""
+    """Runtime-specific knobs chosen by the recipe, e.g. ``dynamic_quantization_group_size``;
+    ``sequence_inputs`` names the token-sequence inputs of a text model (padded with 0 along
+    axis 1 by runtimes that bucket shapes); ``cache_dir`` is where a runtime may persist what
+    it builds (TensorRT engines)."""
 
 
 @dataclass(frozen=True)
 class RuntimeSettings:
     threads: int = 1
     provider: str | None = None
-    """Execution provider or device to use; None picks the runtime's CPU default."""
+    """Execution provider or device to use; None picks the runtime's CPU default. GPU values:
+    ``cuda`` (or ``cuda:N``) for every runtime that has a GPU path, ``tensorrt`` for ONNX Runtime."""
 
 
 class Runtime(ABC):
@@ -60,8 +68,9 @@ class Runtime(ABC):
 
     @classmethod
     @abstractmethod
-    def supports(cls, artifact: Artifact) -> bool:
-        """Called before ``load``: can this runtime execute the artifact as requested?"""
+    def supports(cls, artifact: Artifact, provider: str | None = None) -> bool:
+        """Called before ``load``: can this runtime execute the artifact as requested, on
+        ``provider`` (the value ``RuntimeSettings.provider`` will have)?"""
 
     @abstractmethod
     def load(self, artifact: Artifact) -> None:
@@ -97,3 +106,15 @@ R = TypeVar("R", bound=type[Runtime])
 def register(cls: R) -> R:
     RUNTIMES[cls.name] = cls
     return cls
+
+
+GPU_PROVIDERS = ("cuda", "tensorrt")
+"""Provider values (lower case, device index dropped) that run on a CUDA GPU."""
+
+
+def device_of(provider: str | None) -> str:
+    """``cuda`` for a GPU provider value (``cuda``, ``cuda:1``, ``tensorrt``, ORT's full names), else ``cpu``."""
+    if provider is None:
+        return "cpu"
+    name = provider.lower().split(":")[0].removesuffix("executionprovider")
+    return "cuda" if name in GPU_PROVIDERS else "cpu"

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from inferno.errors import RuntimeUnavailableError
-from inferno.runtimes.base import Artifact, Feeds, Runtime, register
+from inferno.runtimes.base import Artifact, Feeds, Runtime, device_of, register
 
 PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 
@@ -40,10 +40,16 @@ class OpenVinoRuntime(Runtime):
         return importlib.util.find_spec("openvino") is not None
 
     @classmethod
-    def supports(cls, artifact: Artifact) -> bool:
+    def supports(cls, artifact: Artifact, provider: str | None = None) -> bool:
         # OpenVINO's ONNX frontend has no ORT contrib ops (fused Attention, DynamicQuantizeMatMul);
-        # the variant builder marks such graphs ORT-only.
-        return artifact.onnx_path is not None and artifact.graph_precision in ("fp32", "int8", "int8w", "mixed")
+        # the variant builder marks such graphs ORT-only. Its GPU plugin is for Intel GPUs: on
+        # a CUDA machine it is a CPU runtime only. FP16 compute is not asked of it (no AVX512-FP16 here).
+        return (
+            device_of(provider) == "cpu"
+            and artifact.onnx_path is not None
+            and artifact.graph_precision in ("fp32", "int8", "int8w", "mixed")
+            and artifact.compute_precision in ("fp32", "bf16")
+        )
 
     def _config(self, artifact: Artifact) -> dict[str, Any]:
         config: dict[str, Any] = {
