@@ -14,12 +14,13 @@ int8_weight_only       int8w      INT8 weights behind DequantizeLinear, float ac
 mixed_precision        int8       INT8 except the measured most-sensitive nodes
 bf16                   bf16       FP32 graph, computed in BF16 by the runtime
 fp16                   fp16       FP16 conversion for GPUs
+fp16_compute           fp16       FP32 graph, computed in FP16 by the runtime (GPUs)
 =====================  =========  ==================================================
 """
 
 from inferno.passes.base import PASSES, Pass, PassContext, PassOptions, make_pass, register
 from inferno.passes.bf16 import Bf16
-from inferno.passes.fp16 import Fp16
+from inferno.passes.fp16 import Fp16, Fp16Compute
 from inferno.passes.graph_optimization import GraphOptimization
 from inferno.passes.int8_dynamic import Int8Dynamic
 from inferno.passes.int8_static import Int8Static
@@ -31,6 +32,7 @@ __all__ = [
     "PASSES",
     "Bf16",
     "Fp16",
+    "Fp16Compute",
     "GraphOptimization",
     "Int8Dynamic",
     "Int8Static",

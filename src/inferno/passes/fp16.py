@@ -8,6 +8,7 @@ import onnx
 
 from inferno.passes._io import load_model, save_model, translate_errors
 from inferno.passes.base import Pass, PassContext, PassOptions, register
+from inferno.passes.bf16 import Bf16
 
 
 @register
@@ -36,8 +37,7 @@ class Fp16(Pass):
 
     def applies_to(self, model: onnx.ModelProto, ctx: PassContext) -> bool:
         """True when ORT has the CUDA execution provider or a GPU is present."""
-        hardware = ctx.hardware
-        return "CUDAExecutionProvider" in hardware.ort_providers or bool(hardware.gpus)
+        return has_gpu(ctx)
 
     def run(self, src: Path, dst: Path, ctx: PassContext) -> None:
         """Convert ``src`` to FP16 and write ``dst``.
@@ -56,3 +56,26 @@ class Fp16(Pass):
                 op_block_list=block,
             )
             save_model(converted, dst)
+
+
+def has_gpu(ctx: PassContext) -> bool:
+    hardware = ctx.hardware
+    return "CUDAExecutionProvider" in hardware.ort_providers or bool(hardware.gpus)
+
+
+@register
+class Fp16Compute(Bf16):
+    """Mark an FP32 graph for FP16 execution by the runtime; the graph itself is unchanged.
+
+    The runtimes that take this pick FP16 themselves, better than a blanket conversion:
+    TensorRT's FP16 builder flag chooses FP16 or FP32 per layer by measured speed and keeps
+    FP32 where a layer needs it; PyTorch casts the source module's weights to FP16. Only
+    where a GPU is present (CPU FP16 arithmetic is emulated here).
+    """
+
+    name = "fp16_compute"
+    precision = "fp16"
+
+    def applies_to(self, model: onnx.ModelProto, ctx: PassContext) -> bool:
+        """True when ORT has the CUDA execution provider or a GPU is present."""
+        return has_gpu(ctx)

@@ -63,6 +63,9 @@ class TransformerFusion(Pass):
         attention: bool = True
         """Fuse attention. Off keeps the exported attention subgraph (and, in ORT's BERT
         rules, also the embedding fusion, which it only applies next to a fused attention)."""
+        use_gpu: bool = False
+        """Fuse for ORT's CUDA EP: some fusions differ (e.g. attention kernels that only
+        exist on the GPU), so a graph fused for the GPU is a separate variant."""
         raw_attention_mask: bool = True
         """Feed fused attention the 2-D 0/1 mask as exported. False uses ORT's BERT default,
         a 1-D mask index that is slightly faster but assumes right-side padding."""
@@ -113,6 +116,7 @@ class TransformerFusion(Pass):
                 hidden_size=hidden_size,
                 optimization_options=fusion,
                 opt_level=0,
+                use_gpu=self.options.use_gpu,
             )
             self.stats = dict(optimizer.get_fused_operator_statistics())
             large = optimizer.model.ByteSize() > PROTOBUF_LIMIT

@@ -20,7 +20,8 @@ class Recipe:
     tags: frozenset[str] = field(default_factory=frozenset)
     """``text`` / ``vision``: only built for models of that kind; empty = any."""
     compute: str = "fp32"
-    """Precision the runtime computes float ops in: ``bf16`` asks runtimes that can (OpenVINO)."""
+    """Precision the runtime computes float ops in: ``bf16`` asks runtimes that can (OpenVINO,
+    PyTorch); ``fp16`` asks TensorRT (its FP16 flag) and PyTorch (FP16 weights) on a GPU."""
     hints: dict[str, Any] = field(default_factory=dict)
     """Runtime knobs that belong to this recipe (recorded in the plan and replayed)."""
 
@@ -75,5 +76,19 @@ RECIPES: dict[str, Recipe] = {
            "INT8 weights with per-group dynamic activation quantization; the rest in BF16",
            compute="bf16", dynamic_quantization_group_size=DQ_GROUP),
         _r("fp16", [("fp16", {})], "fp16", "FP16 graph with FP32 inputs/outputs (GPU only)"),
+        _r("fp16-compute", [("fp16_compute", {})], "fp32",
+           "FP32 graph computed in FP16 by the runtime: TensorRT FP16, PyTorch FP16 weights (GPU only)",
+           compute="fp16"),
+        _r("fused-fp16", [("transformer_fusion", {"use_gpu": True}), ("fp16", {})], "fp16",
+           "transformer fusions for the GPU, then an FP16 graph (ORT CUDA; GPU only)", ("text",)),
     ]
 }
+
+
+SOURCE_EQUIVALENT_PASSES = frozenset({"bf16", "fp16_compute"})
+"""Passes that leave the graph as exported: a variant made only of these is the source
+module at another runtime precision, so PyTorch runtimes can run it from the source."""
+
+
+def source_equivalent(recipe: Recipe) -> bool:
+    return all(name in SOURCE_EQUIVALENT_PASSES for name, _ in recipe.steps)

@@ -67,6 +67,15 @@ def test_bf16_writes_the_graph_unchanged(tmp_path: Path) -> None:
 )
 def test_fp16_applies_only_with_a_gpu(hardware: HardwareInfo, expected: bool) -> None:
     assert make_pass("fp16").applies_to(mlp(), _ctx(hardware)) is expected
+    assert make_pass("fp16_compute").applies_to(mlp(), _ctx(hardware)) is expected
+
+
+def test_fp16_compute_keeps_the_fp32_graph(tmp_path: Path) -> None:
+    src, dst = save(mlp(), tmp_path / "mlp.onnx"), tmp_path / "fp16c.onnx"
+    make_pass("fp16_compute").run(src, dst, context())
+    before, after = onnx.load(str(src)), onnx.load(str(dst))
+    assert [t.data_type for t in after.graph.initializer] == [t.data_type for t in before.graph.initializer]
+    assert all(t.data_type == onnx.TensorProto.FLOAT for t in after.graph.initializer)
 
 
 def test_fp16_converts_weights_and_casts_at_the_edges(tmp_path: Path) -> None:

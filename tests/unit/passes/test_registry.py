@@ -23,6 +23,7 @@ EXPECTED = {
     "mixed_precision": "int8",
     "bf16": "bf16",
     "fp16": "fp16",
+    "fp16_compute": "fp16",
 }
 
 
@@ -40,6 +41,7 @@ def test_all_is_curated_and_importable() -> None:
         "register",
         "Bf16",
         "Fp16",
+        "Fp16Compute",
         "GraphOptimization",
         "Int8Dynamic",
         "Int8Static",
