@@ -58,6 +58,10 @@ class GpuInfo:
     name: str
     memory_mb: int
     compute_capability: str
+    driver: str = ""
+    power_limit_w: float | None = None
+    """The enforced board power limit; None where the card does not report one."""
+    uuid: str = ""
 
 
 @dataclass(frozen=True)
@@ -140,30 +144,62 @@ def _gpus(notes: list[str]) -> tuple[GpuInfo, ...]:
         import pynvml  # type: ignore[import-not-found]
 
         pynvml.nvmlInit()
+        driver = str(pynvml.nvmlSystemGetDriverVersion())
         gpus = []
         for i in range(pynvml.nvmlDeviceGetCount()):
             handle = pynvml.nvmlDeviceGetHandleByIndex(i)
             name = pynvml.nvmlDeviceGetName(handle)
             mem = pynvml.nvmlDeviceGetMemoryInfo(handle).total // 2**20
             major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
-            gpus.append(GpuInfo(i, str(name), int(mem), f"{major}.{minor}"))
+            gpus.append(GpuInfo(i, str(name), int(mem), f"{major}.{minor}", driver,
+                                _nvml_power_limit_w(pynvml, handle),
+                                str(pynvml.nvmlDeviceGetUUID(handle))))
         return tuple(gpus)
     except ImportError:
         pass
     except Exception as exc:  # NVML raises its own error types for "no driver"
         notes.append(f"NVML: {exc}")
+    return _smi_gpus()
+
+
+def _nvml_power_limit_w(pynvml: Any, handle: Any) -> float | None:
+    """Cards without power management answer NotSupported; the other fields still count."""
+    try:
+        return float(pynvml.nvmlDeviceGetEnforcedPowerLimit(handle)) / 1000  # mW
+    except pynvml.NVMLError:
+        return None
+
+
+_SMI_FIELDS = "index,name,memory.total,compute_cap,driver_version,power.limit,uuid"
+
+
+def _smi_gpus() -> tuple[GpuInfo, ...]:
     try:
         out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=index,name,memory.total,compute_cap", "--format=csv,noheader,nounits"],
+            ["nvidia-smi", f"--query-gpu={_SMI_FIELDS}", "--format=csv,noheader,nounits"],
             capture_output=True, text=True, timeout=10, check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return ()
     gpus = []
     for row in out.strip().splitlines():
-        index, name, mem, cc = (c.strip() for c in row.split(","))
-        gpus.append(GpuInfo(int(index), name, int(float(mem)), cc))
+        cells = [c.strip() for c in row.split(",")]
+        if len(cells) != 7:  # a name with a comma, or an nvidia-smi that answers differently
+            continue
+        index, name, mem, cc, driver, limit, uuid = cells
+        try:
+            gpus.append(GpuInfo(int(index), name, int(float(mem)), cc, driver, _float(limit), uuid))
+        except ValueError:
+            continue
     return tuple(gpus)
+
+
+def _float(cell: str) -> float | None:
+    """nvidia-smi writes ``[N/A]`` or ``[Not Supported]`` where a card has no value."""
+    try:
+        return float(cell)
+    except ValueError:
+        return None
 
 
 def _ort_providers() -> tuple[str, ...]:

@@ -21,6 +21,9 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from inferno.monitoring.gpu_metrics import GpuCollector
+from inferno.power import gpu_readings
+
 if TYPE_CHECKING:
     from inferno.monitoring.drift import Verdict
 
@@ -88,6 +91,8 @@ class ServingMetrics:
                                    "Requests whose input failed a validation rule.",
                                    (*labels, "input", "reason"), registry=r)
         self._drift_features: dict[tuple[str, str], set[str]] = {}
+        if gpu_readings():  # a machine without a GPU pays nothing per scrape
+            r.register(GpuCollector(gpu_readings))
 
     def bind(self, model: str, version: str, *, runtime: str, provider: str, precision: str,
              queue_depth: Callable[[], float]) -> VersionMetrics:
