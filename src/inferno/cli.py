@@ -47,13 +47,28 @@ def hardware(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")
     table.add_row("INT8 dot product", "yes (VNNI/AMX)" if cpu.int8_accelerated else "no")
     table.add_row("BF16", "yes" if cpu.bf16_accelerated else "no")
     table.add_row("memory", f"{info.memory_gb} GiB")
-    gpus = "; ".join(f"{g.name} {g.memory_mb} MiB cc {g.compute_capability}" for g in info.gpus)
-    table.add_row("CUDA GPUs", gpus or "none")
+    table.add_row("CUDA GPUs", "none" if not info.gpus else str(len(info.gpus)))
+    for g in info.gpus:
+        details = [f"{g.memory_mb} MiB", f"compute capability {g.compute_capability}"]
+        details += [f"driver {g.driver}"] if getattr(g, "driver", "") else []
+        limit = getattr(g, "power_limit_w", None)
+        details += [f"power limit {limit:.0f} W"] if limit else []
+        table.add_row(f"  GPU {g.index}", f"{g.name} ({', '.join(details)})")
+    table.add_row("GPU runtimes", _gpu_runtimes(info))
     table.add_row("ONNX Runtime EPs", ", ".join(info.ort_providers) or "onnxruntime not installed")
     table.add_row("OpenVINO devices", ", ".join(info.openvino_devices) or "openvino not installed")
     for note in info.notes:
         table.add_row("note", note)
     out.print(table)
+
+
+def _gpu_runtimes(info: Any) -> str:
+    """What accelerate can measure on a GPU here (torch is probed only when installed)."""
+    from inferno.tuning.targets import GPU_TARGETS, torch_sees_cuda
+
+    found = [f"{runtime}:{provider}" for runtime, provider, need in GPU_TARGETS
+             if (torch_sees_cuda() if need == "torch.cuda" else need in info.ort_providers)]
+    return ", ".join(found) or "none (onnxruntime-gpu not installed, torch sees no GPU)"
 
 
 @app.command()
@@ -67,7 +82,8 @@ def serve(
     repository: Annotated[Path, typer.Option(help="Repository for a bundled model name.")] = Path("model_repository"),
     token: Annotated[str | None, typer.Option(help="Bearer token for all but health endpoints "
                                                    "(or INFERNO_SERVE_TOKEN).")] = None,
-    max_batch_size: Annotated[int, typer.Option(help="Most rows per runtime call and per request.")] = 64,
+    max_batch_size: Annotated[int | None, typer.Option(help="Most rows per runtime call and per request "
+                                                            "(default: 64 for CPU plans, 256 for GPU plans).")] = None,
     max_queue_delay_us: Annotated[int, typer.Option(help="How long a batch may wait to fill to the size of "
                                                          "recent batches (0: run when an instance is free).")] = 10_000,
     queue_size: Annotated[int, typer.Option(help="Waiting requests beyond this get 503.")] = 1024,
@@ -148,14 +164,16 @@ def accelerate(
     runtimes: Annotated[str | None, typer.Option(help="Comma-separated runtimes (default: all installed).")] = None,
     repeats: Annotated[int, typer.Option(help="Timed repetitions per measurement.")] = 20,
     max_samples: Annotated[int | None, typer.Option(help="Use at most this many evaluation samples.")] = None,
+    device: Annotated[str, typer.Option(help="Where candidates run: cpu, cuda (error without a GPU), "
+                                             "or all (CPU and every GPU runtime found).")] = "all",
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
 ) -> None:
     """Build optimized variants, measure each on every runtime, keep the fastest within budget."""
     from inferno.config import parse_budget
-    from inferno.tuning.render import COLUMNS, rows, summary
+    from inferno.tuning.render import COLUMNS, DEVICE_COLUMNS, device_rows, rows, summary
 
     settings: dict[str, Any] = {"objective": objective, "batch_size": batch_size, "repeats": repeats,
-                                "max_eval_samples": max_samples}
+                                "max_eval_samples": max_samples, "device": device}
     if budget is not None:
         settings["budget"] = parse_budget(budget)
     if threads is not None:
@@ -175,7 +193,17 @@ def accelerate(
     for row in rows(report):
         table.add_row(*row)
     out.print(table)
+    devices = device_rows(report)
+    if len(devices) > 1:
+        versus = Table(title="CPU vs GPU")
+        for column in DEVICE_COLUMNS:
+            versus.add_column(column, justify="left" if column in ("device", "best within budget", "provider") else "right")
+        for row in devices:
+            versus.add_row(*row)
+        out.print(versus)
     out.print(summary(report))
+    for note in report.notes:
+        out.print(f"note: {note}")
     out.print(f"plan saved to {report.chosen.path}")
 
 

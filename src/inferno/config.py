@@ -130,6 +130,10 @@ class AccelerateConfig(BaseModel):
     runtimes: tuple[str, ...] | None = None
     """Only measure on these runtimes; None means every one available."""
 
+    device: Literal["cpu", "cuda", "all"] = "all"
+    """Where candidates run: ``cpu``; ``cuda`` (an error when no GPU runtime is usable);
+    ``all``: the CPU and every GPU runtime found (the CPU alone, with a note, without one)."""
+
     max_eval_samples: int | None = Field(None, ge=1)
     """Cap on evaluation samples (for quick runs); None uses them all."""
 

@@ -30,6 +30,13 @@ def test_digits_json_report_and_plan(tmp_path: Path) -> None:
     report = json.loads(result.stdout)
     assert report["model"] == "digits"
     assert report["baseline"]["runtime"] == "torch"
+    assert report["device"] == "all"  # the default: the CPU, and every GPU runtime found
+    from inferno.hardware import detect
+    from inferno.tuning.targets import torch_sees_cuda
+
+    if not detect().has_cuda and not torch_sees_cuda():
+        assert report["notes"] == ["no CUDA GPU runtime found: measured on the CPU only"]
+        assert all(v["requested_provider"] is None for v in report["variants"])
     names = {(v["variant"], v["runtime"]) for v in report["variants"]}
     assert {("fp32", "onnxruntime"), ("int8-dynamic", "onnxruntime")} <= names
     chosen = report["chosen"]

@@ -53,6 +53,7 @@ CASES = {
     "bad budget": (lambda tmp: "digits", ["--budget", "fast"], "--budget"),
     "bad objective": (lambda tmp: "digits", ["--objective", "speed"], "objective"),
     "unknown variant": (lambda tmp: "digits", ["--variants", "int3"], "int3"),
+    "unknown device": (lambda tmp: "digits", ["--device", "tpu"], "device"),
 }
 
 
@@ -68,6 +69,17 @@ def test_evaluation_data_that_does_not_match(tmp_path: Path) -> None:
     np.savez(tmp_path / "bad.npz", pixels=np.zeros((4, 64), dtype=np.float32))
     result = inferno("accelerate", "digits", "--data", "bad.npz", "--repository", "repo", cwd=tmp_path)
     assert_one_line_error(result, "pixels")
+    assert not (tmp_path / "repo").exists()
+
+
+def test_cuda_without_a_gpu_is_an_error_not_a_cpu_run(tmp_path: Path) -> None:
+    from inferno.hardware import detect
+    from inferno.tuning.targets import torch_sees_cuda
+
+    if detect().has_cuda or torch_sees_cuda():
+        pytest.skip("this machine has a GPU")
+    result = inferno("accelerate", "digits", "--device", "cuda", "--repository", "repo", cwd=tmp_path)
+    assert_one_line_error(result, "--device cuda: no GPU runtime is usable here")
     assert not (tmp_path / "repo").exists()
 
 

@@ -35,13 +35,16 @@ from inferno.tuning.measure import (
     Timing,
     batches_per_s,
     encode_batches,
+    energy_per_inference,
     latencies_ms,
     run_outputs,
     time_runtime,
 )
 from inferno.tuning.metrics import fidelity, within_budget
+from inferno.tuning.recipes import source_equivalent
 from inferno.tuning.render import plot, to_markdown
 from inferno.tuning.report import Chosen, Measurement, Report
+from inferno.tuning.targets import BASELINE_RUNTIME, Target, select_targets
 from inferno.tuning.variants import Variant, build_variants, select_recipes
 
 log = logging.getLogger(__name__)
@@ -49,9 +52,6 @@ log = logging.getLogger(__name__)
 ProgressFn = Callable[[str, int, int], None]
 """Called as work advances: (what is happening, steps done, steps in all)."""
 
-BASELINE_RUNTIME = "torch"
-RUNTIME_SETTINGS_PROVIDER: str | None = None
-"""Every runtime is measured on its default (CPU) provider; GPU providers come with issue 5."""
 CALIBRATION_SAMPLES = 128
 FINALISTS = 3
 FINAL_ROUNDS = 5
@@ -60,6 +60,9 @@ few are loaded together and re-timed round-robin, and the choice uses those medi
 PROFILE_SAMPLES = 5000
 """Calibration samples the reference profile is built on (drift monitoring)."""
 PROFILE_BATCH = 32
+GPU_MAX_BATCH = 256
+"""Largest batch GPU runtimes prepare for (TensorRT profiles, CUDA graph buckets): the
+serving default for a GPU plan."""
 TIMING_BATCHES = 4
 """Throughput is timed on the first full batches of the evaluation data (real lengths)."""
 
@@ -119,14 +122,14 @@ def accelerate(
             attributes={k: v for k, v in loaded.architecture.items() if isinstance(v, int)},
         )
         recipes = select_recipes(loaded, cfg.variants)
-        runtimes = _runtimes(cfg)
-        total = len(recipes) + len(recipes) * len(runtimes) + 4
+        targets, notes = select_targets(cfg.device, cfg.runtimes, hardware)
+        total = len(recipes) + len(recipes) * len(targets) + 4
         step = _Counter(notify, total)
         reference, ref_metrics, baseline = _reference(loaded, inputs, cfg, step)
         variants, skipped = build_variants(recipes, loaded, ctx, Path(tmp), step)
         measured = [
-            _measure(loaded, v, rt, inputs, reference, ref_metrics, cfg, step)
-            for v in variants for rt in runtimes if _runs(rt, v)
+            _measure(loaded, v, target, inputs, reference, ref_metrics, cfg, step)
+            for v in variants for target in targets if _runs(loaded, target, v, cfg)
         ]
         measured, finalists = _retime_finalists(loaded, variants, measured, inputs, cfg, step)
         measured = _with_speedups(measured, baseline, cfg.objective)
@@ -137,7 +140,7 @@ def accelerate(
         step("saving the plan")
         chosen_variant = next(v for v in variants if v.name == best.variant)
         report = _report(loaded, cfg, hardware, inputs, ref_metrics, baseline, measured, best,
-                         reason, skipped, started)
+                         reason, skipped, started, notes)
         folder = write_version(
             Path(repository), model_name,
             lambda staging, final: _fill(staging, final, loaded, chosen_variant, report, cfg, step),
@@ -221,31 +224,35 @@ def _calibration(model: Model) -> list[Feeds]:
     return [{k: v[i : i + 1] for k, v in feeds.items()} for i in range(len(data))]
 
 
-def _runtimes(cfg: AccelerateConfig) -> list[str]:
-    names = cfg.runtimes or tuple(n for n in RUNTIMES if n != BASELINE_RUNTIME)
-    unknown = [n for n in names if n not in RUNTIMES]
-    if unknown:
-        raise ConfigError(f"unknown runtime(s) {unknown}; expected some of {sorted(RUNTIMES)}")
-    return [n for n in names if RUNTIMES[n].available() and n != BASELINE_RUNTIME]
-
-
-def _artifact(model: Model, variant: Variant | None) -> Artifact:
+def _artifact(model: Model, variant: Variant | None, cfg: AccelerateConfig) -> Artifact:
+    """What a runtime loads. Variants whose graph is the unmodified export also carry the
+    source module (PyTorch runtimes run it at the variant's precision) and the shape hints
+    that GPU runtimes size their buckets and TensorRT profiles by."""
     names = model.signature.input_names
     if variant is None:
         return Artifact(None, names, torch_factory=model.torch_factory)
-    return variant.artifact(names)
+    artifact = variant.artifact(names)
+    hints = dict(artifact.hints)
+    hints.setdefault("max_batch_size", max(cfg.batch_size, GPU_MAX_BATCH))
+    hints.setdefault("opt_batch_size", cfg.batch_size)
+    if isinstance(model.preprocessor, TextPreprocessor):
+        hints.setdefault("sequence_inputs", list(model.preprocessor.input_names))
+        hints.setdefault("max_sequence_length", model.preprocessor.max_length)
+    factory = model.torch_factory if source_equivalent(variant.recipe) else None
+    return replace(artifact, torch_factory=factory, hints=hints)
 
 
-def _runs(runtime: str, variant: Variant) -> bool:
-    if variant.ort_only and runtime != "onnxruntime":
+def _runs(model: Model, target: Target, variant: Variant, cfg: AccelerateConfig) -> bool:
+    # ORT contrib ops (fused attention, ...) load only in ONNX Runtime, and not in TensorRT.
+    if variant.ort_only and (target.runtime != "onnxruntime" or target.provider == "tensorrt"):
         return False
-    return RUNTIMES[runtime].supports(variant.artifact(()))
+    return RUNTIMES[target.runtime].supports(_artifact(model, variant, cfg), target.provider)
 
 
-def _run_one(runtime_name: str, artifact: Artifact, inputs: _Inputs,
+def _run_one(target: Target, artifact: Artifact, inputs: _Inputs,
              cfg: AccelerateConfig) -> tuple[np.ndarray, Timing, str]:
-    """Load, run the accuracy pass, time; return (outputs, timing figures, provider)."""
-    runtime = RUNTIMES[runtime_name](RuntimeSettings(cfg.threads, RUNTIME_SETTINGS_PROVIDER))
+    """Load, run the accuracy pass, time, meter energy; return (outputs, figures, provider)."""
+    runtime = RUNTIMES[target.runtime](RuntimeSettings(cfg.threads, target.provider))
     with PeakMemory() as memory:
         runtime.load(artifact)
         try:
@@ -253,10 +260,11 @@ def _run_one(runtime_name: str, artifact: Artifact, inputs: _Inputs,
             p50, p99, throughput = time_runtime(
                 runtime, inputs.singles, inputs.timing_batches, cfg.repeats, cfg.warmup
             )
+            joules, source = energy_per_inference(runtime, inputs.timing_batches, target.device)
         finally:
             provider = runtime.provider
             runtime.close()
-    return outputs, Timing(p50, p99, throughput, memory.peak_mb), provider
+    return outputs, Timing(p50, p99, throughput, memory.peak_mb, joules, source), provider
 
 
 def _reference(model: Model, inputs: _Inputs, cfg: AccelerateConfig, step: _Counter,
@@ -265,7 +273,7 @@ def _reference(model: Model, inputs: _Inputs, cfg: AccelerateConfig, step: _Coun
     step("measuring the PyTorch eager baseline")
     torch_rt = RUNTIMES[BASELINE_RUNTIME]
     if model.torch_factory is not None and torch_rt.available():
-        outputs, timing, provider = _run_one(BASELINE_RUNTIME, _artifact(model, None), inputs, cfg)
+        outputs, timing, provider = _run_one(Target(BASELINE_RUNTIME), _artifact(model, None, cfg), inputs, cfg)
         metrics = fidelity(model.task, outputs, outputs, inputs.labels)
         baseline = Measurement(
             "fp32", BASELINE_RUNTIME, provider, "fp32", "PyTorch eager, the source module",
@@ -273,22 +281,22 @@ def _reference(model: Model, inputs: _Inputs, cfg: AccelerateConfig, step: _Coun
         )
         return outputs, {"runtime": "PyTorch eager FP32", "metrics": metrics}, baseline
     artifact = Artifact(model.onnx_path, model.signature.input_names)
-    outputs, _, _ = _run_one("onnxruntime", artifact, inputs, cfg)
+    outputs, _, _ = _run_one(Target("onnxruntime"), artifact, inputs, cfg)
     metrics = fidelity(model.task, outputs, outputs, inputs.labels)
     return outputs, {"runtime": "ONNX Runtime FP32 (no PyTorch source)", "metrics": metrics}, None
 
 
-def _measure(model: Model, variant: Variant, runtime: str, inputs: _Inputs, reference: np.ndarray,
+def _measure(model: Model, variant: Variant, target: Target, inputs: _Inputs, reference: np.ndarray,
              ref: dict[str, Any], cfg: AccelerateConfig, step: _Counter) -> Measurement:
-    step(f"measuring {variant.name} on {runtime}")
-    base = Measurement(variant.name, runtime, "", variant.precision, variant.description,
-                       size_mb=variant.size_mb)
+    step(f"measuring {variant.name} on {target.label}")
+    base = Measurement(variant.name, target.runtime, "", variant.precision, variant.description,
+                       size_mb=variant.size_mb, requested_provider=target.provider)
     try:
-        outputs, timing, provider = _run_one(runtime, _artifact(model, variant), inputs, cfg)
+        outputs, timing, provider = _run_one(target, _artifact(model, variant, cfg), inputs, cfg)
     except InfernoError as exc:
         return replace(base, error=str(exc))
     except Exception as exc:  # a runtime rejecting this graph: record it, measure the rest
-        log.warning("%s on %s failed", variant.name, runtime, exc_info=True)
+        log.warning("%s on %s failed", variant.name, target.label, exc_info=True)
         return replace(base, error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
     metrics = fidelity(model.task, outputs, reference, inputs.labels)
     return replace(base, provider=provider, metrics=metrics,
@@ -310,8 +318,8 @@ def _retime_finalists(model: Model, variants: list[Variant], measured: list[Meas
     loaded: list[tuple[Measurement, Any]] = []
     try:
         for m in finalists:
-            runtime = RUNTIMES[m.runtime](RuntimeSettings(cfg.threads, RUNTIME_SETTINGS_PROVIDER))
-            runtime.load(_artifact(model, by_name[m.variant]))
+            runtime = RUNTIMES[m.runtime](RuntimeSettings(cfg.threads, m.requested_provider))
+            runtime.load(_artifact(model, by_name[m.variant], cfg))
             runtime.warmup(inputs.timing_batches[0], cfg.warmup)
             loaded.append((m, runtime))
         samples: dict[str, list[float]] = {m.key: [] for m in finalists}
@@ -339,7 +347,7 @@ def _retime_finalists(model: Model, variants: list[Variant], measured: list[Meas
 def _with_speedups(measured: list[Measurement], baseline: Measurement | None,
                    objective: str) -> list[Measurement]:
     anchor = baseline or next(
-        (m for m in measured if m.ok and m.variant == "fp32" and m.runtime == "onnxruntime"), None
+        (m for m in measured if m.ok and m.variant == "fp32" and m.target == "onnxruntime"), None
     )
     if anchor is None:
         return measured
@@ -372,11 +380,13 @@ def choose(measured: list[Measurement], objective: str) -> tuple[Measurement, st
 
 def _report(model: Model, cfg: AccelerateConfig, hardware: HardwareInfo, inputs: _Inputs,
             ref: dict[str, Any], baseline: Measurement | None, measured: list[Measurement],
-            best: Measurement, reason: str, skipped: dict[str, str], started: float) -> Report:
+            best: Measurement, reason: str, skipped: dict[str, str], started: float,
+            notes: list[str]) -> Report:
     data = model.eval_data.take(cfg.max_eval_samples)
     chosen = Chosen(best.variant, best.runtime, best.provider, best.precision,
                     best.throughput_per_s, best.latency_ms_p50, best.metrics,
-                    best.within_budget, best.speedup, "", reason)
+                    best.within_budget, best.speedup, "", reason, best.requested_provider,
+                    best.joules_per_inference)
     return Report(
         model=model.name, source=model.source, task=model.task.value, objective=cfg.objective,
         batch_size=cfg.batch_size, threads=cfg.threads, budget=cfg.budget.model_dump(),
@@ -384,7 +394,7 @@ def _report(model: Model, cfg: AccelerateConfig, hardware: HardwareInfo, inputs:
                     "labels": inputs.labels is not None},
         reference=ref, hardware=hardware.to_dict(), baseline=baseline, variants=tuple(measured),
         chosen=chosen, skipped=skipped, duration_s=time.perf_counter() - started,
-        inferno_version=inferno.__version__,
+        inferno_version=inferno.__version__, device=cfg.device, notes=tuple(notes),
     )
 
 
@@ -398,7 +408,7 @@ def _fill(staging: Path, final: Path, model: Model, variant: Variant, report: Re
     for file_name, source in model.preprocessor.files().items():
         shutil.copyfile(source, staging / file_name)
     c = report.chosen
-    artifact = variant.artifact(model.signature.input_names)
+    artifact = _artifact(model, variant, cfg)
     plan = Plan(
         name=final.parent.name, variant=c.name, passes=variant.passes, runtime=c.runtime,
         provider=c.provider, threads=cfg.threads, graph_precision=artifact.graph_precision,
@@ -410,7 +420,7 @@ def _fill(staging: Path, final: Path, model: Model, variant: Variant, report: Re
         model_sha256=sha256_file(staging / MODEL_FILE), inferno_version=inferno.__version__,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         notes=() if c.within_budget else (c.reason,),
-        requested_provider=RUNTIME_SETTINGS_PROVIDER,
+        requested_provider=c.requested_provider,
     )
     (staging / "plan.json").write_text(plan.to_json())
     (staging / "report.json").write_text(report.to_json())

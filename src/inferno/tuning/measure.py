@@ -25,6 +25,8 @@ class Timing:
     latency_ms_p99: float
     throughput_per_s: float
     peak_memory_mb: float
+    joules_per_inference: float | None = None
+    energy_source: str | None = None
 
 
 class PeakMemory:
@@ -92,3 +94,28 @@ def time_runtime(runtime: Runtime, singles: Sequence[Feeds], batches: Sequence[F
     rounds = max(3, repeats // max(1, len(batches)))
     rates = [batches_per_s(runtime, batches) for _ in range(rounds)]
     return float(np.percentile(latencies, 50)), float(np.percentile(latencies, 99)), float(np.median(rates))
+
+
+def energy_per_inference(runtime: Runtime, batches: Sequence[Feeds], device: str,
+                         min_seconds: float | None = None) -> tuple[float | None, str | None]:
+    """Joules per sample at the serving batch size, and where the figure came from.
+
+    Runs the batches round and round for at least ``min_seconds`` (power readings are
+    averaged over about a second, energy counters tick coarsely), inside an ``EnergyMeter``
+    for the device. (None, None) at once when the device reports no energy here.
+    """
+    from inferno.power import MIN_ENERGY_WINDOW_S, EnergyMeter
+
+    if not EnergyMeter.available(device):
+        return None, None
+    window = MIN_ENERGY_WINDOW_S if min_seconds is None else min_seconds
+    samples = 0
+    with EnergyMeter(device) as meter:
+        start = time.perf_counter()
+        while time.perf_counter() - start < window:
+            for feeds in batches:
+                runtime.run(feeds)
+                samples += len(next(iter(feeds.values())))
+    if meter.joules is None or samples == 0:
+        return None, None
+    return meter.joules / samples, meter.source

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from inferno.tuning.report import Measurement, Report
+from inferno.tuning.report import Measurement, Report, target_label
 
 COLUMNS = ("variant", "runtime", "precision", "size MB", "p50 ms", "throughput/s",
-           "speed-up", "fidelity", "budget")
+           "speed-up", "J/inf", "fidelity", "budget")
+DEVICE_COLUMNS = ("device", "best within budget", "provider", "throughput/s", "p50 ms",
+                  "× eager FP32", "accuracy Δ", "J/inf")
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
@@ -25,22 +27,67 @@ def format_metrics(metrics: dict[str, float]) -> str:
 def row(m: Measurement, chosen_key: str | None, baseline_key: str | None) -> list[str]:
     mark = " ★" if m.key == chosen_key else (" (baseline)" if m.key == baseline_key else "")
     if not m.ok:
-        return [m.variant + mark, m.runtime, m.precision, "-", "-", "-", "-", f"failed: {m.error}", "-"]
+        return [m.variant + mark, m.target, m.precision, "-", "-", "-", "-", "-", f"failed: {m.error}", "-"]
     return [
         m.variant + mark,
-        m.runtime,
+        m.target,
         m.precision,
         f"{m.size_mb:.1f}",
         f"{m.latency_ms_p50:.2f}",
         f"{m.throughput_per_s:.0f}",
         f"{m.speedup:.2f}x" if m.speedup is not None else "-",
+        format_joules(m.joules_per_inference),
         format_metrics(m.metrics),
         "yes" if m.within_budget else "no",
     ]
 
 
+def format_joules(joules: float | None) -> str:
+    if joules is None:
+        return "-"
+    return f"{joules * 1e3:.3g} mJ" if joules < 1 else f"{joules:.3g} J"
+
+
+def device_rows(report: Report) -> list[list[str]]:
+    """CPU vs GPU: per device, the fastest variant within budget, against PyTorch eager FP32
+    on the same device (the CPU baseline, or the ``fp32`` variant on ``torch:cuda``)."""
+    ok = [m for m in report.variants if m.ok]
+    eager = {"cpu": report.baseline} | {
+        m.device: m for m in ok if m.runtime == "torch" and m.variant == "fp32" and m.device != "cpu"
+    }
+    reference = report.reference.get("metrics", {})
+    table = []
+    for device in sorted({m.device for m in ok}):
+        within = [m for m in ok if m.device == device and m.within_budget]
+        if not within:
+            table.append([device, "none within budget", "-", "-", "-", "-", "-", "-"])
+            continue
+        best = max(within, key=lambda m: m.throughput_per_s if report.objective == "throughput" else -m.latency_ms_p50)
+        anchor = eager.get(device)
+        ratio = "-"
+        if anchor is not None and anchor.throughput_per_s and anchor.latency_ms_p50:
+            ratio = (f"{best.throughput_per_s / anchor.throughput_per_s:.2f}x" if report.objective == "throughput"
+                     else f"{anchor.latency_ms_p50 / best.latency_ms_p50:.2f}x")
+        table.append([
+            device, f"{best.variant} on {best.target}", best.provider, f"{best.throughput_per_s:.0f}",
+            f"{best.latency_ms_p50:.2f}", ratio, format_accuracy_delta(best.metrics, reference),
+            format_joules(best.joules_per_inference),
+        ])
+    return table
+
+
+def format_accuracy_delta(metrics: dict[str, float], reference: dict[str, float]) -> str:
+    if "accuracy" in metrics and "accuracy" in reference:
+        return f"{(metrics['accuracy'] - reference['accuracy']) * 100:+.2f} pt"
+    if "agreement" in metrics:
+        return f"{(metrics['agreement'] - 1) * 100:+.2f} pt agreement"
+    if "cosine_mean" in metrics:
+        return f"cos {metrics['cosine_mean']:.4f}"
+    return format_metrics(metrics)
+
+
 def rows(report: Report) -> list[list[str]]:
-    chosen_key = f"{report.chosen.name}@{report.chosen.runtime}"
+    chosen_key = report.chosen.key
     baseline_key = report.baseline.key if report.baseline else None
     ordered = sorted(report.variants, key=lambda m: (not m.ok, -m.throughput_per_s))
     return [row(m, chosen_key, baseline_key) for m in ordered]
@@ -50,7 +97,8 @@ def summary(report: Report) -> str:
     c = report.chosen
     speed = f", {c.speedup:.2f}x the baseline" if c.speedup else ""
     return (
-        f"chosen: {c.name} on {c.runtime} ({c.provider}), {c.throughput_per_s:.0f}/s at batch "
+        f"chosen: {c.name} on {target_label(c.runtime, c.requested_provider)} ({c.provider}), "
+        f"{c.throughput_per_s:.0f}/s at batch "
         f"{report.batch_size}, p50 {c.latency_ms_p50:.2f} ms{speed}, {format_metrics(c.metrics)}"
         f" — {c.reason}"
     )
@@ -71,7 +119,13 @@ def to_markdown(report: Report) -> str:
         "|" + "---|" * len(COLUMNS),
     ]
     lines += ["| " + " | ".join(r) + " |" for r in rows(report)]
+    devices = device_rows(report)
+    if len(devices) > 1:
+        lines += ["", "CPU vs GPU:", "", "| " + " | ".join(DEVICE_COLUMNS) + " |",
+                  "|" + "---|" * len(DEVICE_COLUMNS)]
+        lines += ["| " + " | ".join(r) + " |" for r in devices]
     lines += ["", summary(report)]
+    lines += [f"- note: {n}" for n in report.notes]
     if report.skipped:
         lines += ["", "Not built:", *[f"- {k}: {v}" for k, v in report.skipped.items()]]
     return "\n".join(lines) + "\n"
@@ -90,7 +144,7 @@ def plot(report: Report, path: Path) -> None:
             continue
         cost = accuracy_cost(m.metrics, report.reference.get("metrics", {}))
         color = "tab:green" if m.within_budget else "tab:red"
-        chosen = m.key == f"{report.chosen.name}@{report.chosen.runtime}"
+        chosen = m.key == report.chosen.key
         ax.scatter(cost, m.speedup, color=color, s=80 if chosen else 25, marker="*" if chosen else "o")
         ax.annotate(m.key, (cost, m.speedup), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel(cost_label(report))

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inferno.runtimes.base import device_of
+
 
 @dataclass(frozen=True)
 class Measurement:
@@ -27,14 +29,32 @@ class Measurement:
     speedup: float | None = None
     """Throughput (or for ``--objective latency``, batch-1 p50) relative to the baseline."""
     error: str | None = None
+    requested_provider: str | None = None
+    """What the runtime was asked for (None: its CPU default); ``provider`` is what ran."""
+    joules_per_inference: float | None = None
+    """Energy per sample at the serving batch size, where the device reports energy."""
+    energy_source: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
     @property
+    def device(self) -> str:
+        return device_of(self.requested_provider)
+
+    @property
+    def target(self) -> str:
+        """``runtime`` or ``runtime:provider``: where it ran."""
+        return target_label(self.runtime, self.requested_provider)
+
+    @property
     def key(self) -> str:
-        return f"{self.variant}@{self.runtime}"
+        return f"{self.variant}@{self.target}"
+
+
+def target_label(runtime: str, requested_provider: str | None) -> str:
+    return runtime if requested_provider is None else f"{runtime}:{requested_provider}"
 
 
 @dataclass(frozen=True)
@@ -50,6 +70,16 @@ class Chosen:
     speedup: float | None
     path: str
     reason: str
+    requested_provider: str | None = None
+    joules_per_inference: float | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{target_label(self.runtime, self.requested_provider)}"
+
+    @property
+    def device(self) -> str:
+        return device_of(self.requested_provider)
 
 
 @dataclass(frozen=True)
@@ -73,6 +103,10 @@ class Report:
     """Recipes not built, with the reason (pass does not apply, build failed)."""
     duration_s: float = 0.0
     inferno_version: str = ""
+    device: str = "cpu"
+    """``--device``: cpu, cuda or all."""
+    notes: tuple[str, ...] = ()
+    """What the run could not do here (e.g. no GPU runtime found)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,6 +122,7 @@ class Report:
             baseline=Measurement(**base) if base else None,
             variants=tuple(Measurement(**m) for m in data.pop("variants")),
             chosen=Chosen(**data.pop("chosen")),
+            notes=tuple(data.pop("notes", ())),
             **data,
         )
 
