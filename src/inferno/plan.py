@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from inferno.errors import DataMismatchError, ModelLoadError, UserInputError
+from inferno.errors import DataMismatchError, InfernoError, ModelLoadError, UserInputError
 from inferno.models.model import Preprocessor, TensorPreprocessor
 from inferno.models.signature import Signature, Task
 from inferno.models.text import TextPreprocessor
 from inferno.repository import MODEL_FILE, PLAN_FILE
 from inferno.runtimes import RUNTIMES, Artifact, RuntimeSettings
+from inferno.runtimes.base import device_of
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,10 @@ class Plan:
     notes: tuple[str, ...] = field(default=())
     requested_provider: str | None = None
     """What ``accelerate`` asked the runtime for (None: its CPU default); ``provider`` is what ran."""
+
+    @property
+    def device(self) -> str:
+        return device_of(self.requested_provider)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -87,10 +92,19 @@ class PlanRunner:
         self.runtime = runtime_cls(
             RuntimeSettings(threads or self.plan.threads, self.plan.requested_provider)
         )
+        # cache_dir: where runtimes persist what they build (TensorRT engines), so a restart
+        # finds them in the version folder instead of rebuilding.
         self.runtime.load(Artifact(
             self.folder / MODEL_FILE, self.signature.input_names,
-            self.plan.graph_precision, self.plan.compute_precision, hints=dict(self.plan.hints),
+            self.plan.graph_precision, self.plan.compute_precision,
+            torch_factory=_torch_factory(self.plan),
+            hints={**self.plan.hints, "cache_dir": str(self.folder)},
         ))
+
+    @property
+    def device(self) -> str:
+        """``cuda`` when the plan runs on a GPU provider, else ``cpu``."""
+        return self.plan.device
 
     @property
     def task(self) -> Task:
@@ -115,6 +129,27 @@ class PlanRunner:
 
     def close(self) -> None:
         self.runtime.close()
+
+
+def _torch_factory(plan: Plan) -> Callable[[], Any] | None:
+    """The source module for plans that run in PyTorch, rebuilt from the plan's source.
+
+    ONNX is what a version folder holds; a plan chosen on a PyTorch runtime (``torch``,
+    ``torch-compile``) runs the source module instead, so it is loaded again from where
+    ``accelerate`` found it (a bundled name, a file, a ``module:attr`` reference).
+    """
+    if not plan.runtime.startswith("torch"):
+        return None
+    from inferno.models.loaders import load_model
+
+    ref = plan.source.removeprefix("bundled:")
+    try:
+        factory = load_model(ref).torch_factory
+    except InfernoError as exc:
+        raise ModelLoadError(f"plan runs on {plan.runtime} from source {plan.source!r}, which cannot be loaded here: {exc}") from exc
+    if factory is None:
+        raise ModelLoadError(f"plan runs on {plan.runtime} but its source {plan.source!r} has no PyTorch module")
+    return factory
 
 
 def load_plan(path: str | Path, threads: int | None = None) -> PlanRunner:

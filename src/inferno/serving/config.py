@@ -23,8 +23,9 @@ class ModelServeConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_batch_size: int = Field(64, ge=1, le=4096)
-    """Most rows one runtime call takes; also the most rows one request may carry."""
+    max_batch_size: int | None = Field(None, ge=1, le=4096)
+    """Most rows one runtime call takes; also the most rows one request may carry. None: the
+    plan's device decides: 64 on the CPU, 256 on a GPU (a GPU needs large batches to fill)."""
     max_queue_delay_us: int = Field(10_000, ge=0, le=10_000_000)
     """How long the first request of a batch may wait for others — but only for as many rows
     as recent batches had, so a lone client never waits. 0: run as soon as an instance is
@@ -61,6 +62,15 @@ class ModelServeConfig(BaseModel):
     counted in inferno_validation_failures_total, or rejected with 400."""
     validation_margin: float = Field(0.0, ge=0)
     """Widen the observed range by this share of its span before calling a value out of range."""
+
+
+CPU_MAX_BATCH = 64
+GPU_MAX_BATCH = 256
+
+
+def default_max_batch(device: str) -> int:
+    """``max_batch_size`` when none is set: what the plan's device needs to be kept busy."""
+    return GPU_MAX_BATCH if device == "cuda" else CPU_MAX_BATCH
 
 
 class ServeConfig(BaseModel):

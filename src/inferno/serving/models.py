@@ -28,7 +28,7 @@ from inferno.monitoring.profile import PROFILE_FILE, ReferenceProfile
 from inferno.plan import Plan, PlanRunner
 from inferno.serving.batcher import DynamicBatcher
 from inferno.serving.cache import ResponseCache, cache_key
-from inferno.serving.config import ModelServeConfig, ServeConfig
+from inferno.serving.config import ModelServeConfig, ServeConfig, default_max_batch
 from inferno.serving.pipelines import Outputs, Pipeline, StageTimes, Work, build_pipeline, respond
 from inferno.serving.protocol import InferRequest, OutputTensor
 from inferno.serving.stats import VersionStats
@@ -48,6 +48,8 @@ class ServedVersion:
         self.version = str(version)
         self.folder = folder
         self.config = config
+        self.max_batch_size = config.max_batch_size or default_max_batch(pipelines[0].runner.device)
+        """The configured batch limit, or the plan device's default (GPU plans batch larger)."""
         self.pipelines = pipelines
         self.plan: Plan = pipelines[0].runner.plan
         self.cache = ResponseCache(config.cache_bytes) if config.cache_bytes else None
@@ -57,7 +59,7 @@ class ServedVersion:
         self.monitor = _monitor(self, metrics, prediction_log)
         self.batcher: DynamicBatcher[Work, Outputs] = DynamicBatcher(
             [p.execute if self.monitor is None else _watched(p.execute, self.monitor) for p in pipelines],
-            max_batch_size=config.max_batch_size,
+            max_batch_size=self.max_batch_size,
             max_queue_delay_s=config.max_queue_delay_us / 1e6,
             max_queue_size=config.max_queue_size,
             observer=self.stats,
@@ -104,9 +106,9 @@ class ServedVersion:
                 problems = self.monitor.reject(work.payload)
                 if problems:
                     raise UserInputError(problems[0])
-            if work.rows > self.config.max_batch_size:
+            if work.rows > self.max_batch_size:
                 raise UserInputError(
-                    f"request batch: expected at most {self.config.max_batch_size} rows "
+                    f"request batch: expected at most {self.max_batch_size} rows "
                     f"(max_batch_size of {self.name!r}), got {work.rows}"
                 )
             key = None
@@ -164,12 +166,13 @@ class ServedVersion:
         return {
             "name": self.name,
             "platform": _PLATFORMS.get(self.plan.runtime, self.plan.runtime),
-            "max_batch_size": c.max_batch_size,
+            "max_batch_size": self.max_batch_size,
             "input": tensors(pipeline.inputs),
             "output": tensors(pipeline.outputs),
             "dynamic_batching": {"max_queue_delay_microseconds": c.max_queue_delay_us,
                                  "default_queue_policy": {"max_queue_size": c.max_queue_size}},
-            "instance_group": [{"count": c.instances, "kind": "KIND_CPU"}],
+            "instance_group": [{"count": c.instances,
+                                "kind": "KIND_GPU" if self.pipelines[0].runner.device == "cuda" else "KIND_CPU"}],
             "response_cache": {"enable": c.cache_bytes > 0},
         }
 
