@@ -20,7 +20,8 @@ import inferno
 def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """digits and minilm, fp32 on ONNX Runtime, version 1 each. Read-only: copy it to change it."""
     repo = tmp_path_factory.mktemp("serving") / "model_repository"
-    common: dict[str, Any] = {"variants": ("fp32",), "runtimes": ("onnxruntime",), "repeats": 3}
+    # device="cpu": the assertions (batch limits, providers) are those of a CPU plan, on any machine.
+    common: dict[str, Any] = {"variants": ("fp32",), "runtimes": ("onnxruntime",), "repeats": 3, "device": "cpu"}
     inferno.accelerate("digits", repository=repo, **common)
     inferno.accelerate("minilm", repository=repo, max_eval_samples=16, **common)
     return repo
