@@ -94,3 +94,27 @@ def test_minilm_embeddings_within_budget(tmp_path: Path) -> None:
     assert emb.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-3)
     assert (Path(chosen.path) / "tokenizer.json").exists()
+
+
+@pytest.mark.gpu
+def test_device_all_measures_cpu_and_gpu_in_one_run(tmp_path: Path) -> None:
+    result = run_cli("accelerate", "minilm", "--device", "all", "--repeats", "5", "--max-samples", "64",
+                     "--variants", "fp32,int8-dynamic,fp16,fp16-compute", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "CPU vs GPU" in result.stdout
+    report = json.loads((tmp_path / "model_repository" / "minilm" / "1" / "report.json").read_text())
+    ok = [v for v in report["variants"] if v["error"] is None]
+    assert {"cpu", "cuda"} <= {"cuda" if v["requested_provider"] else "cpu" for v in ok}
+    gpu_rows = [v for v in ok if v["requested_provider"]]
+    assert all("CPU" not in v["provider"] for v in gpu_rows)  # what ran, never a silent fallback
+    assert any(v["joules_per_inference"] for v in gpu_rows), "NVML energy should be readable on a GPU"
+    best_gpu = max((v for v in gpu_rows if v["within_budget"]), key=lambda v: v["throughput_per_s"])
+    assert best_gpu["metrics"]["cosine_mean"] >= 0.999
+
+
+@pytest.mark.gpu
+def test_hardware_lists_the_gpus(tmp_path: Path) -> None:
+    result = run_cli("hardware", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    gpus = json.loads(result.stdout)["gpus"]
+    assert gpus and all(g["memory_mb"] > 0 and g["name"] for g in gpus)
