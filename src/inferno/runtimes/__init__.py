@@ -3,6 +3,7 @@
 from inferno.runtimes import onnxruntime as _onnxruntime  # noqa: F401  (registers)
 from inferno.runtimes import openvino as _openvino  # noqa: F401
 from inferno.runtimes import torch as _torch  # noqa: F401
+from inferno.runtimes import torch_compile as _torch_compile  # noqa: F401
 from inferno.runtimes.base import RUNTIMES, Artifact, Feeds, Runtime, RuntimeSettings
 
 __all__ = ["RUNTIMES", "Artifact", "Feeds", "Runtime", "RuntimeSettings", "available_runtimes"]

@@ -1,19 +1,24 @@
-"""PyTorch eager: the source module as the user would run it — the baseline of every speed-up."""
+"""PyTorch eager: the source module as the user would run it — the baseline of every speed-up.
+
+CPU in FP32 or BF16 (autocast); CUDA in FP32, FP16 or BF16 (weights cast). A CUDA device torch
+cannot see is an error, never a quiet run on the CPU.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 from typing import Any, ClassVar
 
 import numpy as np
 
-from inferno.errors import MissingExtraError, RuntimeUnavailableError
+from inferno.runtimes import _torch_common as common
 from inferno.runtimes.base import Artifact, Feeds, Runtime, register
 
 
 @register
 class TorchEagerRuntime(Runtime):
+    """``module(*inputs)`` under ``inference_mode`` on the requested device and precision."""
+
     name: ClassVar[str] = "torch"
 
     @classmethod
@@ -21,45 +26,33 @@ class TorchEagerRuntime(Runtime):
         return importlib.util.find_spec("torch") is not None
 
     @classmethod
-    def supports(cls, artifact: Artifact) -> bool:
-        # Only the unmodified source module: ONNX rewrites do not exist in torch.
-        return artifact.torch_factory is not None and artifact.graph_precision == "fp32" and (
-            artifact.compute_precision in ("fp32", "bf16")
-        )
+    def supports(cls, artifact: Artifact, provider: str | None = None) -> bool:
+        return common.supports_artifact(artifact, provider)
 
     def load(self, artifact: Artifact) -> None:
-        try:
-            import torch
-        except ImportError as exc:
-            raise MissingExtraError("torch", "torch", "the PyTorch eager runtime") from exc
-        if artifact.torch_factory is None:
-            raise RuntimeUnavailableError("torch: this model has no PyTorch source module")
-        device = (self.settings.provider or "cpu").lower()
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeUnavailableError("torch: CUDA was requested but torch sees no GPU")
+        torch = common.import_torch("the PyTorch eager runtime")
+        target = common.resolve_target(torch, self.settings.provider, artifact.compute_precision, self.name)
         torch.set_num_threads(self.settings.threads)
-        self._torch = torch
-        self._device = device
-        self._module = artifact.torch_factory().eval().to(device)
+        self._torch: Any = torch
+        self._target = target
+        self._module: Any = common.load_module(torch, artifact, target, self.name)
         self._names = artifact.input_names
-        self._bf16 = artifact.compute_precision == "bf16"
-
-    def _autocast(self) -> Any:
-        if not self._bf16:
-            return contextlib.nullcontext()
-        return self._torch.autocast(self._device.split(":")[0], dtype=self._torch.bfloat16)
 
     def run(self, feeds: Feeds) -> list[np.ndarray]:
-        torch = self._torch
-        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self._device) for n in self._names]
-        with torch.inference_mode(), self._autocast():
-            out = self._module(*args)
-        outputs = out if isinstance(out, (tuple, list)) else (out,)
-        return [o.float().cpu().numpy() for o in outputs]
+        # No shared buffers: pinned staging memory comes from torch's caching host allocator,
+        # so concurrent calls from worker threads are safe.
+        torch, target = self._torch, self._target
+        with common.compute_context(torch, target):
+            inputs = common.to_tensors(torch, common.select(feeds, self._names), self._names, target)
+            outputs = common.flatten_outputs(self._module(*inputs))
+            host = common.HostOutputs(torch, target)
+            host.add(outputs)
+        return host.numpy()
 
     def close(self) -> None:
         self._module = None
 
     @property
     def provider(self) -> str:
-        return f"torch {getattr(self, '_device', 'cpu')}"
+        target = getattr(self, "_target", None)
+        return f"{self.name} {target.label if target is not None else 'cpu'}"
