@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import inspect
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -182,10 +183,7 @@ class TorchCompileRuntime(Runtime):
         # running the frame eagerly from then on. The limit is raised for this compiled module
         # only (isolate_recompiles: its own count, not shared with other modules of the class).
         self._recompile_limit = buckets * (self.SEQUENCE_BUCKETS if options.sequence_inputs else 1) + self.RECOMPILE_SLACK
-        self._compiled: Any = torch.compile(
-            self._module, mode=options.mode, dynamic=False,
-            recompile_limit=self._recompile_limit, isolate_recompiles=True,
-        )
+        self._compiled: Any = _compile(torch, self._module, options.mode, self._recompile_limit)
         self._planner = BucketPlanner(options.max_batch_size, options.sequence_inputs, self.sequence_multiple)
         self._lock = threading.Lock()
         self._compiled_keys: dict[BucketKey, None] = {}
@@ -205,7 +203,11 @@ class TorchCompileRuntime(Runtime):
         patches are thread-local), for this call only.
         """
         config = self._torch._dynamo.config
-        with config.patch(accumulated_recompile_limit=config.accumulated_recompile_limit + self._recompile_limit):
+        name = _config_name(config, "accumulated_recompile_limit", "accumulated_cache_size_limit")
+        if name is None:
+            yield
+            return
+        with config.patch(**{name: getattr(config, name) + self._recompile_limit}):
             yield
 
     def run(self, feeds: Feeds) -> list[np.ndarray]:
@@ -298,3 +300,23 @@ class TorchCompileRuntime(Runtime):
         target = getattr(self, "_target", None)
         label = f"{self.name} {target.label if target is not None else 'cpu'}"
         return f"{label}, CUDA graphs" if getattr(self, "_graphs", None) is not None else label
+
+
+def _config_name(config: Any, *names: str) -> str | None:
+    """The first of ``names`` this torch's dynamo config has (options were renamed across releases)."""
+    return next((n for n in names if hasattr(config, n)), None)
+
+
+def _compile(torch: Any, module: Any, mode: str, limit: int) -> Any:
+    """``torch.compile`` with dynamo's recompile limit raised to ``limit`` buckets.
+
+    torch 2.13 takes the limit per compiled module; older releases (2.11 is what the GPU
+    machines have) only have the process-wide setting, which is raised, never lowered.
+    """
+    if "recompile_limit" in inspect.signature(torch.compile).parameters:
+        return torch.compile(module, mode=mode, dynamic=False, recompile_limit=limit, isolate_recompiles=True)
+    config = torch._dynamo.config
+    name = _config_name(config, "recompile_limit", "cache_size_limit")
+    if name is not None:
+        setattr(config, name, max(getattr(config, name), limit))
+    return torch.compile(module, mode=mode, dynamic=False)
