@@ -97,12 +97,9 @@ class OnnxRuntime(Runtime):
         options.log_severity_level = 3
         options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
         providers = provider_chain(requested, self._device_id(), artifact)
-        try:
-            self._session = ort.InferenceSession(str(artifact.onnx_path), options, providers=providers)
-        except Exception as exc:  # ORT raises its own types (Fail, RuntimeException, EPFail)
-            raise RuntimeUnavailableError(
-                f"onnxruntime {requested}: cannot load {artifact.onnx_path.name}: {str(exc).splitlines()[0][:300]}"
-            ) from exc
+        # ORT's own errors (an unreadable graph, an EP that fails to build) propagate as they
+        # are: the callers already map them (a bad model file is the user's input, not ours).
+        self._session = ort.InferenceSession(str(artifact.onnx_path), options, providers=providers)
         used = self._session.get_providers()[0]
         if used != requested:  # ORT falls back silently; inferno does not
             raise RuntimeUnavailableError(
