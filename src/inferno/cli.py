@@ -50,9 +50,8 @@ def hardware(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")
     table.add_row("CUDA GPUs", "none" if not info.gpus else str(len(info.gpus)))
     for g in info.gpus:
         details = [f"{g.memory_mb} MiB", f"compute capability {g.compute_capability}"]
-        details += [f"driver {g.driver}"] if getattr(g, "driver", "") else []
-        limit = getattr(g, "power_limit_w", None)
-        details += [f"power limit {limit:.0f} W"] if limit else []
+        details += [f"driver {g.driver}"] if g.driver else []
+        details += [f"power limit {g.power_limit_w:.0f} W"] if g.power_limit_w else []
         table.add_row(f"  GPU {g.index}", f"{g.name} ({', '.join(details)})")
     table.add_row("GPU runtimes", _gpu_runtimes(info))
     table.add_row("ONNX Runtime EPs", ", ".join(info.ort_providers) or "onnxruntime not installed")
@@ -64,10 +63,9 @@ def hardware(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")
 
 def _gpu_runtimes(info: Any) -> str:
     """What accelerate can measure on a GPU here (torch is probed only when installed)."""
-    from inferno.tuning.targets import GPU_TARGETS, torch_sees_cuda
+    from inferno.tuning.targets import gpu_targets
 
-    found = [f"{runtime}:{provider}" for runtime, provider, need in GPU_TARGETS
-             if (torch_sees_cuda() if need == "torch.cuda" else need in info.ort_providers)]
+    found = [t.label for t in gpu_targets(info)]
     return ", ".join(found) or "none (onnxruntime-gpu not installed, torch sees no GPU)"
 
 

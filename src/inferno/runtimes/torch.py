@@ -15,11 +15,9 @@ from inferno.runtimes import _torch_common as common
 from inferno.runtimes.base import Artifact, Feeds, Runtime, register
 
 
-@register
-class TorchEagerRuntime(Runtime):
-    """``module(*inputs)`` under ``inference_mode`` on the requested device and precision."""
-
-    name: ClassVar[str] = "torch"
+class TorchRuntime(Runtime):
+    """What every PyTorch runtime shares: torch installed, and the source module at a
+    precision the device runs (``_torch_common.supports_artifact``)."""
 
     @classmethod
     def available(cls) -> bool:
@@ -28,6 +26,13 @@ class TorchEagerRuntime(Runtime):
     @classmethod
     def supports(cls, artifact: Artifact, provider: str | None = None) -> bool:
         return common.supports_artifact(artifact, provider)
+
+
+@register
+class TorchEagerRuntime(TorchRuntime):
+    """``module(*inputs)`` under ``inference_mode`` on the requested device and precision."""
+
+    name: ClassVar[str] = "torch"
 
     def load(self, artifact: Artifact) -> None:
         torch = common.import_torch("the PyTorch eager runtime")

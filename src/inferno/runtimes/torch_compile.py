@@ -20,7 +20,6 @@ Hints read (``Artifact.hints``):
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import inspect
 import threading
 from collections.abc import Iterator, Sequence
@@ -39,7 +38,8 @@ from inferno.runtimes._buckets import (
     sequence_axes,
     trim,
 )
-from inferno.runtimes.base import Artifact, Feeds, Runtime, register
+from inferno.runtimes.base import Artifact, Feeds, register
+from inferno.runtimes.torch import TorchRuntime
 
 if TYPE_CHECKING:
     import torch
@@ -149,7 +149,7 @@ class _CudaGraphs:
 
 
 @register
-class TorchCompileRuntime(Runtime):
+class TorchCompileRuntime(TorchRuntime):
     """``torch.compile`` with static shapes per bucket; CUDA graphs per bucket on CUDA."""
 
     name: ClassVar[str] = "torch-compile"
@@ -159,14 +159,6 @@ class TorchCompileRuntime(Runtime):
     """Sequence buckets budgeted for in dynamo's recompile limit (64 × 32 = 2048 tokens)."""
     RECOMPILE_SLACK: ClassVar[int] = 8
     """Recompiles allowed beyond the buckets: guards on other state than shapes."""
-
-    @classmethod
-    def available(cls) -> bool:
-        return importlib.util.find_spec("torch") is not None
-
-    @classmethod
-    def supports(cls, artifact: Artifact, provider: str | None = None) -> bool:
-        return common.supports_artifact(artifact, provider)
 
     def load(self, artifact: Artifact) -> None:
         torch = common.import_torch("the torch.compile runtime")

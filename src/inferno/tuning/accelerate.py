@@ -43,7 +43,7 @@ from inferno.tuning.measure import (
 from inferno.tuning.metrics import fidelity, within_budget
 from inferno.tuning.recipes import source_equivalent
 from inferno.tuning.render import plot, to_markdown
-from inferno.tuning.report import Chosen, Measurement, Report
+from inferno.tuning.report import Chosen, Measurement, Report, speed
 from inferno.tuning.targets import BASELINE_RUNTIME, Target, select_targets
 from inferno.tuning.variants import Variant, build_variants, select_recipes
 
@@ -358,11 +358,6 @@ def _with_speedups(measured: list[Measurement], baseline: Measurement | None,
             return anchor.latency_ms_p50 / m.latency_ms_p50
         return m.throughput_per_s / anchor.throughput_per_s
     return [replace(m, speedup=speedup(m)) for m in measured]
-
-
-def speed(m: Measurement, objective: str) -> float:
-    """Higher is faster: throughput, or minus the batch-1 p50 for ``objective="latency"``."""
-    return -m.latency_ms_p50 if objective == "latency" else m.throughput_per_s
 
 
 def choose(measured: list[Measurement], objective: str) -> tuple[Measurement, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from inferno.tuning.report import Measurement, Report, target_label
+from inferno.tuning.report import Measurement, Report, speed, target_label
 
 COLUMNS = ("variant", "runtime", "precision", "size MB", "p50 ms", "throughput/s",
            "speed-up", "J/inf", "fidelity", "budget")
@@ -62,7 +62,7 @@ def device_rows(report: Report) -> list[list[str]]:
         if not within:
             table.append([device, "none within budget", "-", "-", "-", "-", "-", "-"])
             continue
-        best = max(within, key=lambda m: m.throughput_per_s if report.objective == "throughput" else -m.latency_ms_p50)
+        best = max(within, key=lambda m: speed(m, report.objective))
         anchor = eager.get(device)
         ratio = "-"
         if anchor is not None and anchor.throughput_per_s and anchor.latency_ms_p50:

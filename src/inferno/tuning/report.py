@@ -53,6 +53,11 @@ class Measurement:
         return f"{self.variant}@{self.target}"
 
 
+def speed(m: Measurement, objective: str) -> float:
+    """Higher is faster: throughput, or minus the batch-1 p50 for ``objective="latency"``."""
+    return -m.latency_ms_p50 if objective == "latency" else m.throughput_per_s
+
+
 def target_label(runtime: str, requested_provider: str | None) -> str:
     return runtime if requested_provider is None else f"{runtime}:{requested_provider}"
 

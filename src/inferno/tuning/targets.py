@@ -71,6 +71,15 @@ def _present(requirement: str, hardware: HardwareInfo) -> bool:
     return requirement in hardware.ort_providers
 
 
+def gpu_targets(hardware: HardwareInfo, wanted: set[str] | None = None) -> list[Target]:
+    """The GPU targets usable here (of the runtimes in ``wanted``, or all), in preference order."""
+    return [
+        Target(name, provider) for name, provider, need in GPU_TARGETS
+        if (wanted is None or name in wanted) and name in RUNTIMES and RUNTIMES[name].available()
+        and _present(need, hardware)
+    ]
+
+
 def select_targets(device: str, runtimes: Sequence[str] | None,
                    hardware: HardwareInfo) -> tuple[list[Target], list[str]]:
     """The targets for ``--device`` and ``--runtimes``, and notes on what was left out.
@@ -92,11 +101,7 @@ def select_targets(device: str, runtimes: Sequence[str] | None,
             if name not in CPU_EXCLUDED and (wanted is None or name in wanted) and cls.available()
         ]
     if device in ("cuda", "all"):
-        gpu = [
-            Target(name, provider) for name, provider, need in GPU_TARGETS
-            if (wanted is None or name in wanted) and name in RUNTIMES and RUNTIMES[name].available()
-            and _present(need, hardware)
-        ]
+        gpu = gpu_targets(hardware, wanted)
         missing = [f"{name}:{provider} (needs {need})" for name, provider, need in GPU_TARGETS
                    if (wanted is None or name in wanted) and Target(name, provider) not in gpu]
         if not gpu and device == "cuda":
