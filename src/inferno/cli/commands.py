@@ -1,33 +1,16 @@
-"""The ``inferno`` command: thin commands over the packages. ``python -m inferno`` is the same."""
+"""The core commands: hardware, serve, accelerate, bench, monitor."""
 
 from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from inferno.errors import InfernoError
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Make a trained model fast and dependable in production, measured on your hardware.")
-err = Console(stderr=True)
-# Not a terminal (make, CI, a pipe): rich would assume 80 columns and fold the report table.
-out = Console(width=None if sys.stdout.isatty() else 160)
-_state: dict[str, bool] = {"debug": False}
-
-
-@app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False) -> None:
-    _state["debug"] = debug
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+from inferno.cli._app import app, err, new_progress, out, state
 
 
 @app.command()
@@ -138,7 +121,7 @@ def serve(
         })
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from exc
-    logging.getLogger("inferno").setLevel(logging.DEBUG if _state["debug"] else logging.INFO)
+    logging.getLogger("inferno").setLevel(logging.DEBUG if state["debug"] else logging.INFO)
     served = names or sorted(available)
     err.print(f"serving {', '.join(served)} from {folder} on http://{host}:{port} "
               "(ready when /v2/health/ready answers 200; Ctrl-C or SIGTERM stops after in-flight requests)")
@@ -309,7 +292,7 @@ def _accelerate_with_progress(model: str, **settings: Any) -> Any:
     """Run ``accelerate`` with a progress bar on stderr; returns its Report."""
     from inferno.tuning import accelerate as run
 
-    with _progress() as progress:
+    with new_progress() as progress:
         task_id = progress.add_task("loading the model", total=None)
 
         def update(what: str, done: int, total: int) -> None:
@@ -318,36 +301,3 @@ def _accelerate_with_progress(model: str, **settings: Any) -> Any:
         return run(model, progress=update, **settings)
 
 
-def _progress() -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                    TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                    console=err, transient=True)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: user mistakes are one line on stderr and exit code 2."""
-    try:
-        app(args=argv, standalone_mode=False)
-    except InfernoError as exc:
-        if _state["debug"]:
-            err.print_exception()
-        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        if _state["debug"]:
-            raise
-        err.print(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
-                  markup=False, highlight=False, soft_wrap=True)
-        sys.exit(1)

@@ -1,0 +1,9 @@
+"""The ``inferno`` command: thin commands over the packages. ``python -m inferno`` is the same.
+
+Each module registers its commands on the one Typer ``app`` when imported here.
+"""
+
+from inferno.cli import commands  # noqa: F401  (registers the commands)
+from inferno.cli._app import app, main
+
+__all__ = ["app", "main"]
