@@ -1,6 +1,7 @@
 """Turn what a user names as MODEL into a ``Model``: an FP32 ONNX graph with a dynamic batch axis.
 
-``load_model`` tries a bundled name (``zoo.BUNDLED``), then a file by suffix
+``load_model`` tries a bundled name (``zoo.BUNDLED``), then a student folder (``student``),
+then a file by suffix
 (``SUFFIX_LOADERS``: ``.onnx`` is used in place; TorchScript and ``torch.export`` files are
 exported; pickles are read only with ``trust``), then ``package.module:attr`` naming a
 ``torch.nn.Module``, a ``torch.export`` program, a scikit-learn estimator (anything with
@@ -51,6 +52,8 @@ from inferno.errors import (
 from inferno.models import data
 from inferno.models.model import Model
 from inferno.models.signature import Signature, Task
+from inferno.models.student import INFO_FILE as STUDENT_INFO
+from inferno.models.student import is_student_folder, load_student
 from inferno.models.zoo import BUNDLED, load_bundled
 from inferno.models.zoo.cache import content_key
 
@@ -112,10 +115,13 @@ def load_model(ref: str, *, trust: bool = False, data: Path | None = None,
 
 
 def loader_for(ref: str) -> Loader:
-    """The loader for ``ref``: bundled name, then file suffix, then ``module:attr``."""
+    """The loader for ``ref``: bundled name, student folder, file suffix, then ``module:attr``."""
     if ref in BUNDLED:
         return _load_bundled
-    loader = SUFFIX_LOADERS.get(Path(ref).suffix.lower())
+    path = Path(ref).expanduser()
+    if is_student_folder(path) or (path.is_dir() and path.suffix.lower() not in SUFFIX_LOADERS):
+        return _load_student_folder
+    loader = SUFFIX_LOADERS.get(path.suffix.lower())
     if loader is not None:
         return loader
     if _REFERENCE.fullmatch(ref):
@@ -179,6 +185,18 @@ def _load_bundled(request: LoadRequest) -> Model:
                                  f"text and brings its own sentences; expected no --data")
         model = replace(model, eval_data=data.load_npz(request.data, model.signature))
     return replace(model, name=request.name or model.name, task=request.task or model.task)
+
+
+def _load_student_folder(request: LoadRequest) -> Model:
+    """A folder written by ``inferno distill`` / ``inferno prune`` (see ``models.student``)."""
+    folder = Path(request.ref).expanduser()
+    if not is_student_folder(folder):
+        raise ModelLoadError(f"model '{request.ref}' is a folder: expected a student folder (with "
+                             f"{STUDENT_INFO}, written by inferno distill or prune), found none")
+    model = load_student(folder, name=request.name)
+    if request.data is not None and not model.is_text:
+        model = replace(model, eval_data=data.load_npz(request.data, model.signature))
+    return replace(model, task=request.task or model.task)
 
 
 # --- ONNX files and graphs -------------------------------------------------------------

@@ -13,12 +13,15 @@ the test accuracy and the cache path.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import itertools
 import json
 import logging
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from inferno.errors import MissingExtraError, ModelLoadError
+from inferno.errors import ConfigError, MissingExtraError, ModelLoadError
 from inferno.models.model import EvalData, Model, TensorPreprocessor
 from inferno.models.signature import Signature, Task
 from inferno.models.zoo.cache import cached_build, content_key
@@ -43,6 +46,17 @@ BATCH_SIZE = 64
 LEARNING_RATE = 3e-3
 TEST_FRACTION = 0.2
 MIN_TEST_ACCURACY = 0.97
+CHANNELS = (32, 64, 64)
+"""The teacher's convolution widths."""
+HIDDEN = 128
+"""The teacher's hidden dense width."""
+MAX_CONVS = 3
+POOL_AFTER = 2
+"""The 2×2 pooling follows this many convolutions (or all, when there are fewer)."""
+POOLED_POSITIONS = 4 * 4
+"""Positions per channel after the pooling: the dense layer's input columns per channel."""
+FAMILY = "digits-cnn"
+"""The student family name of networks that ``build_network`` makes."""
 
 
 def _require_torch(purpose: str) -> Any:
@@ -53,26 +67,33 @@ def _require_torch(purpose: str) -> Any:
     return torch
 
 
-def build_network() -> Any:
-    """The untrained network: three 3×3 convolutions, one 2×2 pooling, two dense layers.
+def build_network(channels: Sequence[int] = CHANNELS, hidden: int = HIDDEN) -> Any:
+    """The untrained network: 3×3 convolutions (``channels`` wide, 2×2 pooling after the
+    second, or after the only one), then two dense layers (``hidden`` wide, then the classes).
 
-    ``forward`` returns probabilities (softmax); ``logits`` is what training optimizes.
+    The defaults are the bundled teacher; students are narrower or shallower. ``forward``
+    returns probabilities (softmax); ``logits`` is what training optimizes.
+
+    Raises:
+        ConfigError: no convolution, more than ``MAX_CONVS``, or a width below 1.
     """
     _require_torch("the bundled model 'digits'")
     import torch
     from torch import nn
 
+    widths = check_shape(channels, hidden)
+
     class DigitsNet(nn.Module):
         def __init__(self) -> None:
             super().__init__()
+            layers: list[nn.Module] = []
+            for i, (before, after) in enumerate(itertools.pairwise((1, *widths))):
+                layers += [nn.Conv2d(before, after, 3, padding=1), nn.ReLU()]
+                layers += [nn.MaxPool2d(2)] if i == min(POOL_AFTER, len(widths)) - 1 else []
             self.body = nn.Sequential(
-                nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
-                nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
-                nn.MaxPool2d(2),
-                nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
-                nn.Flatten(),
-                nn.Linear(64 * 4 * 4, 128), nn.ReLU(),
-                nn.Linear(128, NUM_CLASSES),
+                *layers, nn.Flatten(),
+                nn.Linear(widths[-1] * POOLED_POSITIONS, hidden), nn.ReLU(),
+                nn.Linear(hidden, NUM_CLASSES),
             )
 
         def logits(self, pixels: Any) -> Any:
@@ -82,6 +103,22 @@ def build_network() -> Any:
             return torch.softmax(self.body(pixels), dim=1)
 
     return DigitsNet()
+
+
+def check_shape(channels: Sequence[int], hidden: int) -> tuple[int, ...]:
+    """``channels`` as a tuple, once the shape is one ``build_network`` can make.
+
+    Raises:
+        ConfigError: naming the value and what is allowed.
+    """
+    widths = tuple(channels)
+    if not 1 <= len(widths) <= MAX_CONVS:
+        raise ConfigError(f"digits network: expected 1 to {MAX_CONVS} convolution widths, "
+                          f"got {len(widths)} ({list(widths)})")
+    if any(not isinstance(w, int) or w < 1 for w in (*widths, hidden)):
+        raise ConfigError(f"digits network: expected widths >= 1, got channels={list(widths)} "
+                          f"hidden={hidden}")
+    return widths
 
 
 def load_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -116,27 +153,76 @@ def shift(images: Any, generator: Any) -> Any:
     return padded[torch.arange(n)[:, None, None], 0, rows, cols].unsqueeze(1)
 
 
-def train(network: Any, x_train: np.ndarray, y_train: np.ndarray) -> None:
-    """Seeded Adam on cross-entropy over the logits, one-cycle learning rate, shifted images."""
+BatchLoss = Callable[[Any, Any, Any], Any]
+"""``loss(logits, images, batch)``: the loss of one batch; ``images`` are the shifted inputs
+the logits came from, ``batch`` the indices of its rows in the training set."""
+
+
+def fit(network: Any, x_train: np.ndarray, batch_loss: BatchLoss, *, epochs: int = EPOCHS,
+        learning_rate: float = LEARNING_RATE, after_step: Callable[[], None] | None = None,
+        after_epoch: Callable[[int], None] | None = None) -> None:
+    """Seeded Adam over shuffled, shifted batches with a one-cycle learning rate.
+
+    ``after_step`` runs after each optimizer step (e.g. to re-apply pruning masks),
+    ``after_epoch(done)`` after each epoch (progress). Leaves the network in eval mode.
+    """
     torch = _require_torch("training 'digits'")
     torch.manual_seed(SEED)  # numpy draws nothing here: the split has its own random_state
     generator = torch.Generator().manual_seed(SEED)
-    x, y = torch.from_numpy(x_train), torch.from_numpy(y_train)
-    optimizer = torch.optim.Adam(network.parameters(), lr=LEARNING_RATE)
+    x = torch.from_numpy(x_train)
+    optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=LEARNING_RATE, total_steps=EPOCHS * -(-len(x) // BATCH_SIZE)
+        optimizer, max_lr=learning_rate, total_steps=epochs * -(-len(x) // BATCH_SIZE)
     )
     network.train()
-    for _ in range(EPOCHS):
+    for epoch in range(epochs):
         order = torch.randperm(len(x), generator=generator)
         for start in range(0, len(x), BATCH_SIZE):
             batch = order[start : start + BATCH_SIZE]
             optimizer.zero_grad()
-            logits = network.logits(shift(x[batch], generator))
-            torch.nn.functional.cross_entropy(logits, y[batch]).backward()
+            images = shift(x[batch], generator)
+            batch_loss(network.logits(images), images, batch).backward()
             optimizer.step()
             schedule.step()
+            if after_step is not None:
+                after_step()
+        if after_epoch is not None:
+            after_epoch(epoch + 1)
     network.eval()
+
+
+def train(network: Any, x_train: np.ndarray, y_train: np.ndarray) -> None:
+    """The teacher's training: cross-entropy over the logits (``fit``)."""
+    torch = _require_torch("training 'digits'")
+    y = torch.from_numpy(y_train)
+    fit(network, x_train,
+        lambda logits, _images, batch: torch.nn.functional.cross_entropy(logits, y[batch]))
+
+
+@contextlib.contextmanager
+def deterministic_training() -> Iterator[None]:
+    """One thread, deterministic kernels, flushed denormals and a forked, seeded random state.
+
+    One thread: the ops are tiny, so threads cost more than they give (several times slower
+    on a busy 2-core machine), and the summation order no longer depends on the core count.
+    Deterministic kernels are cheap on CPU. The settings are restored after (flush-denormal
+    to torch's default, off: torch has no getter for it), and the global random state too
+    (fork_rng), so training inside a user's process leaves no trace.
+    """
+    torch = _require_torch("training 'digits'")
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    torch.set_flush_denormal(True)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(SEED)  # the initial weights too
+            yield
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_flush_denormal(False)
+        torch.set_num_threads(threads)
 
 
 def accuracy(network: Any, x: np.ndarray, y: np.ndarray) -> float:
@@ -150,28 +236,11 @@ def accuracy(network: Any, x: np.ndarray, y: np.ndarray) -> float:
 def _train_checked(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
                    y_test: np.ndarray) -> tuple[Any, float, float]:
     """Train deterministically; return the network, its test accuracy and the seconds spent."""
-    torch = _require_torch("training 'digits'")
-    # One thread: the ops are tiny, so threads cost more than they give (several times
-    # slower on a busy 2-core machine), and the summation order no longer depends on the
-    # core count. Deterministic kernels are cheap on CPU. The settings are restored after
-    # (flush-denormal to torch's default, off: torch has no getter for it), and the global
-    # random state too (fork_rng), so building digits inside a user's process leaves no trace.
-    threads = torch.get_num_threads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    torch.set_flush_denormal(True)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(SEED)  # the initial weights too
-            network = build_network()
-            started = time.perf_counter()
-            train(network, x_train, y_train)
-            seconds = time.perf_counter() - started
-    finally:
-        torch.use_deterministic_algorithms(deterministic)
-        torch.set_flush_denormal(False)
-        torch.set_num_threads(threads)
+    with deterministic_training():
+        network = build_network()
+        started = time.perf_counter()
+        train(network, x_train, y_train)
+        seconds = time.perf_counter() - started
     test_accuracy = accuracy(network, x_test, y_test)
     if test_accuracy < MIN_TEST_ACCURACY:
         raise ModelLoadError(
@@ -181,7 +250,8 @@ def _train_checked(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
     return network, test_accuracy, seconds
 
 
-def _export(network: Any, path: Path) -> None:
+def export_onnx(network: Any, path: Path) -> None:
+    """Export to ONNX: input ``pixels``, output ``probabilities``, dynamic batch, opset 17."""
     torch = _require_torch("exporting 'digits'")
     example = torch.zeros(2, 1, 8, 8)
     axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
@@ -202,7 +272,7 @@ def _build(folder: Path) -> None:
     log.info("digits: test accuracy %.4f after %.1f s of training", test_accuracy, seconds)
     torch.save(network.state_dict(), folder / "weights.pt")
     np.savez(folder / "split.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    _export(network, folder / "model.onnx")
+    export_onnx(network, folder / "model.onnx")
     info = {"test_accuracy": test_accuracy, "train_seconds": round(seconds, 2),
             "epochs": EPOCHS, "torch": torch.__version__}
     (folder / "build.json").write_text(json.dumps(info, indent=1))
@@ -217,14 +287,32 @@ def _version(distribution: str) -> str:
 
 def cache_key() -> str:
     """Hash of everything the build reads: this version, the training code, scikit-learn's version."""
-    code = "".join(inspect.getsource(f) for f in (build_network, load_split, shift, train, _train_checked, _export))
-    return content_key([BUILD_VERSION, code, _version("scikit-learn")])
+    functions = (build_network, check_shape, load_split, shift, fit, train, deterministic_training,
+                 _train_checked, export_onnx)
+    code = "".join(inspect.getsource(f) for f in functions)
+    shape = repr((CHANNELS, HIDDEN, POOL_AFTER, SEED, EPOCHS, BATCH_SIZE, LEARNING_RATE))
+    return content_key([BUILD_VERSION, code, shape, _version("scikit-learn")])
 
 
 def restore_network(folder: Path) -> Any:
     """The trained PyTorch network from a cache folder, in eval mode (the eager baseline)."""
     torch = _require_torch("the eager baseline of 'digits'")
     network = build_network()
+    network.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
+    return network.eval()
+
+
+def restore_student(folder: Path, architecture: dict[str, Any]) -> Any:
+    """A student network (family ``digits-cnn``) from its folder's ``weights.pt``, in eval mode.
+
+    ``architecture`` holds ``channels`` (a list of widths) and ``hidden``.
+    """
+    torch = _require_torch("a 'digits' student")
+    try:
+        network = build_network(tuple(architecture["channels"]), int(architecture["hidden"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelLoadError(f"digits student {folder}: architecture {architecture}: expected "
+                             f"'channels' (a list of widths) and 'hidden' (a width)") from exc
     network.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
     return network.eval()
 
@@ -240,7 +328,8 @@ def load() -> Model:
     try:
         graph = onnx.load(str(folder / "model.onnx"), load_external_data=False)
         with np.load(folder / "split.npz", allow_pickle=False) as split:
-            x_train, x_test, y_test = split["x_train"], split["x_test"], split["y_test"]
+            x_train, y_train = split["x_train"], split["y_train"]
+            x_test, y_test = split["x_test"], split["y_test"]
         info = json.loads((folder / "build.json").read_text())
     except Exception as exc:  # protobuf, zipfile and json each raise their own errors
         raise ModelLoadError(f"cached digits build at {folder} is unreadable: {exc}") from exc
@@ -255,10 +344,12 @@ def load() -> Model:
             source=f"digits test split ({share}%, {len(x_test)} images)",
         ),
         preprocessor=TensorPreprocessor(),
-        calibration=EvalData(
-            {INPUT_NAME: x_train}, source=f"digits training split ({len(x_train)} images)"
+        calibration=EvalData(  # labelled: students train on it
+            {INPUT_NAME: x_train}, labels=y_train,
+            source=f"digits training split ({len(x_train)} images)",
         ),
         torch_factory=functools.partial(restore_network, folder),
+        architecture={"family": FAMILY, "channels": list(CHANNELS), "hidden": HIDDEN},
         source="bundled:digits",
         description=(
             "CNN on scikit-learn's 8×8 digits, trained by inferno "
