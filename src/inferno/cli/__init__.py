@@ -3,7 +3,10 @@
 Each module registers its commands on the one Typer ``app`` when imported here.
 """
 
-from inferno.cli import commands  # noqa: F401  (registers the commands)
+from inferno.cli import (
+    commands,  # noqa: F401  (registers the commands)
+    export,  # noqa: F401
+)
 from inferno.cli._app import app, main
 
 __all__ = ["app", "main"]

@@ -1,0 +1,100 @@
+"""The bundle's model file: ONNX Runtime's ORT format where it loads and answers the same,
+else the ONNX graph; and the shipped file's accuracy on the full evaluation data.
+
+The ORT format is what ONNX Runtime's minimal (mobile/embedded) builds load, and it loads
+faster than protobuf. It is saved at the *basic* optimization level only: basic rewrites
+(constant folding, redundant-node removal) hold on every CPU, while the extended and layout
+levels bake in kernels for this machine's ISA (AVX-512 blocked layouts) that an ARM board
+could not run. The device applies its own extended optimizations when it loads the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inferno.models.model import Model
+from inferno.tuning.measure import encode_batches
+from inferno.tuning.metrics import fidelity
+
+log = logging.getLogger(__name__)
+
+ORT_FILE = "model.ort"
+ONNX_FILE = "model.onnx"
+TOLERANCE = 1e-4
+"""Most absolute difference allowed between the ORT-format file's outputs and the graph's."""
+EVAL_BATCH = 64
+
+
+def session(path: Path, threads: int) -> Any:
+    """A CPU session on ``path`` with ``threads`` intra-op threads (one inter-op thread)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def best_form(graph: Path, folder: Path, feeds: dict[str, np.ndarray], threads: int,
+              max_size_mb: float | None) -> tuple[str, str, list[str]]:
+    """Write the model file into ``folder``; return (file name, ``ort``/``onnx``, notes).
+
+    The ORT format is preferred; the ONNX graph is shipped instead when the conversion
+    fails, the converted file does not load or answers differently, or only the ONNX form
+    fits the size budget.
+    """
+    notes: list[str] = []
+    expected = session(graph, threads).run(None, feeds)
+    converted = folder / ORT_FILE
+    problem = _convert(graph, converted, feeds, expected, threads)
+    if problem is None and max_size_mb is not None and converted.stat().st_size > max_size_mb * 2**20 \
+            and graph.stat().st_size <= converted.stat().st_size:
+        problem = "the ORT form is larger than the ONNX graph and the size budget is tight"
+    if problem is None:
+        return ORT_FILE, "ort", notes
+    converted.unlink(missing_ok=True)
+    notes.append(f"shipped as ONNX: {problem}")
+    log.info("edge bundle: %s", notes[-1])
+    shutil.copyfile(graph, folder / ONNX_FILE)
+    return ONNX_FILE, "onnx", notes
+
+
+def _convert(graph: Path, target: Path, feeds: dict[str, np.ndarray], expected: list[np.ndarray],
+             threads: int) -> str | None:
+    """Save ``graph`` in ORT format at ``target``; None when it loads and matches, else why not."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(target)
+    options.add_session_config_entry("session.save_model_format", "ORT")
+    try:
+        ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        answers = session(target, threads).run(None, feeds)
+    except Exception as exc:  # ORT raises its own exception types for conversion and loading
+        return f"the ORT-format conversion failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
+    worst = max(float(np.max(np.abs(a.astype(np.float64) - e.astype(np.float64))))
+                for a, e in zip(answers, expected, strict=True))
+    if worst > TOLERANCE:
+        return f"the ORT-format file answers differently (max |Δ| {worst:.3g} > {TOLERANCE})"
+    return None
+
+
+def evaluate(bundle_session: Any, model: Model) -> dict[str, float]:
+    """The shipped file on the whole evaluation data, against the FP32 graph and the labels."""
+    reference = session(model.onnx_path, bundle_session.get_session_options().intra_op_num_threads)
+    index = model.signature.primary_output()
+    outputs, expected = [], []
+    for feeds in encode_batches(model, model.eval_data, EVAL_BATCH):
+        outputs.append(bundle_session.run(None, feeds)[index])
+        expected.append(reference.run(None, feeds)[index])
+    got, ref = np.concatenate(outputs), np.concatenate(expected)
+    metrics = fidelity(model.task, got, ref, model.eval_data.labels)
+    if model.eval_data.labels is not None and "accuracy" in metrics:
+        metrics["reference_accuracy"] = fidelity(model.task, ref, ref, model.eval_data.labels)["accuracy"]
+    return metrics
