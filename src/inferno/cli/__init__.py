@@ -4,6 +4,7 @@ Each module registers its commands on the one Typer ``app`` when imported here.
 """
 
 from inferno.cli import (
+    cascade,  # noqa: F401
     commands,  # noqa: F401  (registers the commands)
     export,  # noqa: F401
 )
