@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -190,32 +191,54 @@ def accelerate(
 
 @app.command()
 def bench(
-    model: Annotated[str, typer.Argument(help="The served model's name.")],
-    url: Annotated[str, typer.Option(help="The server, http(s)://host[:port]; nothing else is contacted.")] = "http://127.0.0.1:8000",
+    model: Annotated[str | None, typer.Argument(help="The served model's name; with --profile: an edge bundle folder, an .onnx file, a student folder or a bundled name.")] = None,
+    url: Annotated[str | None, typer.Option(help="The server, http(s)://host[:port] (default http://127.0.0.1:8000); nothing else is contacted.")] = None,
     version: Annotated[str | None, typer.Option(help="Model version (default: the server's choice).")] = None,
     concurrency: Annotated[str | None, typer.Option(help="Closed-loop levels: requests outstanding, e.g. 1,16,64.")] = None,
     rate: Annotated[str | None, typer.Option(help="Open-loop Poisson rates in requests/s, e.g. 50,100 (alone: only these).")] = None,
-    duration: Annotated[float, typer.Option(help="Measured seconds per level.")] = 10.0,
-    warmup: Annotated[float, typer.Option(help="Unrecorded seconds before each level.")] = 2.0,
+    duration: Annotated[float | None, typer.Option(help="Measured seconds per level (default 10), or per profile (default 3).")] = None,
+    warmup: Annotated[float | None, typer.Option(help="Unrecorded seconds before each level (default 2) or profile (default 1).")] = None,
     max_requests: Annotated[int | None, typer.Option(help="Stop a level after this many recorded requests.")] = None,
-    batch: Annotated[int, typer.Option(help="Rows per request.")] = 1,
+    batch: Annotated[int, typer.Option(help="Rows per request (or per run, with --profile).")] = 1,
     data: Annotated[Path | None, typer.Option(help="Inputs from an .npz (arrays named like the inputs, first axis = samples).")] = None,
     text: Annotated[Path | None, typer.Option(help="Text inputs, one per line (default for text models: the bundled sentences).")] = None,
     timeout: Annotated[float, typer.Option(help="Per-request timeout in seconds.")] = 30.0,
     token: Annotated[str | None, typer.Option(help="Bearer token for a server started with one.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
     plot: Annotated[Path | None, typer.Option(help="Draw latency against throughput to this .png.")] = None,
+    profile: Annotated[list[str] | None, typer.Option("--profile", help="Run MODEL here, in a child process, under a device profile (repeatable or comma-separated to compare; see --list-profiles). Exit code 3: measured, and it does not fit a profile.")] = None,
+    threads: Annotated[int | None, typer.Option(help="With --profile: override its threads (alone: a custom profile).")] = None,
+    memory_mb: Annotated[int | None, typer.Option(help="With --profile: override its memory cap in MB (alone: a custom profile).")] = None,
+    cpu_quota: Annotated[float | None, typer.Option(help="With --profile: override its CPU quota in cores (alone: a custom profile).")] = None,
+    list_profiles: Annotated[bool, typer.Option("--list-profiles", help="List the device profiles and exit.")] = False,
 ) -> None:
-    """Load an Open Inference Protocol v2 server and report throughput, latency percentiles and errors."""
+    """Load an Open Inference Protocol v2 server and report throughput, latency percentiles and errors.
+
+    With --profile, run MODEL locally under constrained device profiles instead and report
+    latency, throughput, peak RSS and whether it fits (exit code 3 when it does not fit one).
+    """
     from inferno.bench import run_bench
     from inferno.bench.config import make_config, parse_list
     from inferno.bench.render import notes, progress_bar, table
     from inferno.bench.render import plot as draw
     from inferno.errors import ConfigError
 
-    settings: dict[str, Any] = {"model": model, "url": url, "version": version, "duration_s": duration,
-                                "warmup_s": warmup, "max_requests": max_requests, "batch": batch,
-                                "data": data, "text": text, "timeout_s": timeout, "token": token}
+    if list_profiles:
+        _list_profiles(as_json)
+        return
+    if profile or threads is not None or memory_mb is not None or cpu_quota is not None:
+        server_only = {"--url": url, "--version": version, "--concurrency": concurrency, "--rate": rate,
+                       "--max-requests": max_requests, "--text": text, "--token": token, "--plot": plot}
+        _bench_profiles(model, profile or [], threads=threads, memory_mb=memory_mb, cpu_quota=cpu_quota,
+                        batch=batch, duration=duration, warmup=warmup, data=data, as_json=as_json,
+                        server_only=[flag for flag, value in server_only.items() if value is not None])
+        return
+    if model is None:
+        raise ConfigError("MODEL: expected the served model's name (or --profile with a model to run here), got none")
+    settings: dict[str, Any] = {"model": model, "url": url or "http://127.0.0.1:8000", "version": version,
+                                "duration_s": 10.0 if duration is None else duration,
+                                "warmup_s": 2.0 if warmup is None else warmup, "max_requests": max_requests,
+                                "batch": batch, "data": data, "text": text, "timeout_s": timeout, "token": token}
     if concurrency is not None:
         settings["concurrency"] = parse_list("--concurrency", concurrency, int)
     if rate is not None:
@@ -235,6 +258,64 @@ def bench(
         err.print(line, markup=False, highlight=False, soft_wrap=True)
     if plot is not None:
         out.print(f"plot saved to {plot}")
+
+
+def _bench_profiles(model: str | None, names: list[str], *, threads: int | None, memory_mb: int | None,
+                    cpu_quota: float | None, batch: int, duration: float | None, warmup: float | None,
+                    data: Path | None, as_json: bool, server_only: list[str]) -> None:
+    """``inferno bench MODEL --profile ...``: each profile in a child process, one table; exit 3 if one does not fit."""
+    from inferno.bench.render import progress_bar
+    from inferno.edge import profile_report
+    from inferno.edge.profiles import (
+        EXIT_DOES_NOT_FIT,
+        prepare_target,
+        resolve_profiles,
+        run_profile,
+    )
+    from inferno.errors import ConfigError
+
+    if server_only:
+        raise ConfigError(f"{', '.join(server_only)}: not with --profile (it runs MODEL here, without a server)")
+    if model is None:
+        raise ConfigError("MODEL: expected an edge bundle folder, an .onnx file, a student folder or a bundled "
+                          "name to run under --profile, got none")
+    profiles = resolve_profiles(names, threads=threads, memory_mb=memory_mb, cpu_quota=cpu_quota)
+    results = []
+    with progress_bar(err) as update:
+        update(f"loading {model}", 0.0)
+        with prepare_target(model, batch=batch, data=data) as target:
+            for i, chosen in enumerate(profiles):
+                results.append(run_profile(target, chosen, duration_s=3.0 if duration is None else duration,
+                                           warmup_s=1.0 if warmup is None else warmup,
+                                           progress=_share(update, i, len(profiles))))
+    if as_json:
+        print(profile_report.to_json(results))
+    else:
+        out.print(profile_report.table(results))
+        for line in profile_report.notes(results):
+            err.print(line, markup=False, highlight=False, soft_wrap=True)
+    if not all(r.fits for r in results):
+        raise SystemExit(EXIT_DOES_NOT_FIT)
+
+
+def _share(update: Callable[[str, float], None], index: int, count: int) -> Callable[[str, float], None]:
+    """A progress callback for part ``index`` of ``count`` of one bar."""
+    return lambda what, done: update(what, (index + done) / count)
+
+
+def _list_profiles(as_json: bool) -> None:
+    from inferno.edge.profiles import PROFILES
+
+    if as_json:
+        print(json.dumps([p.model_dump() for p in PROFILES.values()], indent=2))
+        return
+    grid = Table(title="device profiles (inferno bench MODEL --profile NAME)")
+    for column in ("profile", "threads", "memory cap", "cores", "description"):
+        grid.add_column(column, justify="right" if column in ("threads", "memory cap", "cores") else "left")
+    for p in PROFILES.values():
+        grid.add_row(p.name, str(p.threads), f"{p.memory_mb:,} MB" if p.memory_mb else "none", f"{p.cores:g}",
+                     p.description)
+    out.print(grid)
 
 
 @app.command()
