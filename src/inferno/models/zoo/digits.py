@@ -322,14 +322,23 @@ def build() -> Path:
     return cached_build("digits", cache_key(), _build)
 
 
+def training_split() -> tuple[np.ndarray, np.ndarray]:
+    """The training images and labels of the cached build (what students train on)."""
+    folder = build()
+    try:
+        with np.load(folder / "split.npz", allow_pickle=False) as split:
+            return split["x_train"], split["y_train"]
+    except Exception as exc:  # zipfile and numpy each raise their own errors
+        raise ModelLoadError(f"cached digits build at {folder} is unreadable: {exc}") from exc
+
+
 def load() -> Model:
     """Build (or take from the cache) the digits CNN with its test split as evaluation data."""
     folder = build()
     try:
         graph = onnx.load(str(folder / "model.onnx"), load_external_data=False)
         with np.load(folder / "split.npz", allow_pickle=False) as split:
-            x_train, y_train = split["x_train"], split["y_train"]
-            x_test, y_test = split["x_test"], split["y_test"]
+            x_train, x_test, y_test = split["x_train"], split["x_test"], split["y_test"]
         info = json.loads((folder / "build.json").read_text())
     except Exception as exc:  # protobuf, zipfile and json each raise their own errors
         raise ModelLoadError(f"cached digits build at {folder} is unreadable: {exc}") from exc
@@ -344,9 +353,8 @@ def load() -> Model:
             source=f"digits test split ({share}%, {len(x_test)} images)",
         ),
         preprocessor=TensorPreprocessor(),
-        calibration=EvalData(  # labelled: students train on it
-            {INPUT_NAME: x_train}, labels=y_train,
-            source=f"digits training split ({len(x_train)} images)",
+        calibration=EvalData(
+            {INPUT_NAME: x_train}, source=f"digits training split ({len(x_train)} images)"
         ),
         torch_factory=functools.partial(restore_network, folder),
         architecture={"family": FAMILY, "channels": list(CHANNELS), "hidden": HIDDEN},
