@@ -50,7 +50,10 @@ def test_a_student_folder_loads_with_the_teachers_data(teacher: Model, students:
     student = load_model(str(students["distill"]))
     assert student.name == "distilled" and student.source == str(students["distill"])
     assert student.onnx_path == students["distill"] / "model.onnx"
-    assert student.eval_data is teacher.eval_data or len(student.eval_data) == len(teacher.eval_data)
+    assert student.eval_data.source == teacher.eval_data.source
+    np.testing.assert_array_equal(student.eval_data.samples["pixels"],  # type: ignore[call-overload]
+                                  teacher.eval_data.samples["pixels"])  # type: ignore[call-overload]
+    np.testing.assert_array_equal(student.eval_data.labels, teacher.eval_data.labels)  # type: ignore[arg-type]
     assert student.signature.inputs == teacher.signature.inputs
     assert [o.name for o in student.signature.outputs] == ["probabilities"]
     assert student.architecture["family"] == "digits-cnn"
