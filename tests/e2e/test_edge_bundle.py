@@ -64,6 +64,18 @@ def test_the_shipped_file_is_int8_and_answers_like_the_fp32_model(digits_bundle:
     assert not np.array_equal(got, want)  # quantized, not a copy of the FP32 graph
 
 
+def test_the_ort_file_runs_integer_kernels(digits_bundle: Path, tmp_path: Path) -> None:
+    # A full ORT build does not re-optimize an ORT-format file at load: the fusions must be in it.
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = str(tmp_path / "profile")
+    session = ort.InferenceSession(str(digits_bundle / "model.ort"), options, providers=["CPUExecutionProvider"])
+    session.run(None, {"pixels": np.zeros((1, 1, 8, 8), dtype=np.float32)})
+    events = json.loads(Path(session.end_profiling()).read_text())
+    ops = {e["args"].get("op_name") for e in events if e.get("cat") == "Node"}
+    assert "QLinearConv" in ops and "Conv" not in ops, ops
+
+
 def test_the_runner_checks_itself_and_answers_an_npy(digits_bundle: Path, tmp_path: Path) -> None:
     check = _run(digits_bundle, "--check")
     assert check.returncode == 0, check.stderr
