@@ -12,13 +12,20 @@ __version__ = "0.1.0"
 __all__ = [
     "AccelerateConfig",
     "Budget",
+    "Cascade",
+    "CloudClient",
     "InfernoError",
     "Plan",
     "PlanRunner",
     "Report",
     "__version__",
     "accelerate",
+    "distill",
+    "export_edge",
+    "load_edge",
     "load_plan",
+    "prune",
+    "run_profile",
 ]
 
 _LAZY = {
@@ -30,11 +37,24 @@ _LAZY = {
     "AccelerateConfig": "inferno.config",
     "Budget": "inferno.config",
     "InfernoError": "inferno.errors",
+    "export_edge": "inferno.edge.bundle",
+    "Cascade": "inferno.edge.cascade",
+    "load_edge": "inferno.edge.cascade",
+    "CloudClient": "inferno.edge.cloud",
+    "run_profile": "inferno.edge.profiles",
+    "distill": "inferno.passes.distill",
+    "prune": "inferno.passes.prune",
 }
 
 if TYPE_CHECKING:
     from inferno.config import AccelerateConfig, Budget
+    from inferno.edge.bundle import export_edge
+    from inferno.edge.cascade import Cascade, load_edge
+    from inferno.edge.cloud import CloudClient
+    from inferno.edge.profiles import run_profile
     from inferno.errors import InfernoError
+    from inferno.passes.distill import distill
+    from inferno.passes.prune import prune
     from inferno.plan import Plan, PlanRunner, load_plan
     from inferno.tuning.accelerate import accelerate
     from inferno.tuning.report import Report

@@ -13,6 +13,7 @@ The tree::
     │   └── UnauthorizedError    a missing or wrong bearer token (401)
     ├── ServiceUnavailableError  the server cannot take the request now (503, with Retry-After)
     ├── DeadlineExceededError    a request's timeout ran out before it was served (504)
+    ├── CloudError               the cloud server behind an edge cascade cannot answer (502)
     ├── MissingExtraError        an optional dependency is not installed (names the pip command)
     ├── RuntimeUnavailableError  a runtime or execution provider cannot run here
     └── PassError                an optimization pass failed on a graph
@@ -85,6 +86,21 @@ class DeadlineExceededError(InfernoError):
     """A request's timeout ran out while it waited to be served."""
 
     http_status = 504
+
+
+class CloudError(InfernoError):
+    """The cloud server cannot answer: unreachable, timed out, or it answered an error.
+
+    Attributes:
+        url: the server's address. status: its HTTP status, None when there was no answer.
+    """
+
+    http_status = 502
+
+    def __init__(self, message: str, url: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
 
 
 class MissingExtraError(InfernoError):

@@ -14,7 +14,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from inferno.edge import profiles
-from inferno.edge._profile_inputs import Target, read_bundle_manifest
+from inferno.edge._profile_inputs import Target
+from inferno.edge.bundle import read_manifest
 from inferno.edge.profiles import (
     PROFILES,
     Profile,
@@ -122,7 +123,7 @@ def test_broken_bundles_are_input_errors(tmp_path: Path, digits_onnx: Path) -> N
     manifest = json.loads((bundle / "manifest.json").read_text())
     (bundle / "manifest.json").write_text(json.dumps({**manifest, "format": "something-else"}))
     with pytest.raises(ModelLoadError, match="format 'something-else', expected 'inferno-edge-bundle'"):
-        read_bundle_manifest(bundle)
+        read_manifest(bundle)
     (bundle / "manifest.json").write_text(json.dumps({**manifest, "model": "missing.ort"}))
     with pytest.raises(ModelLoadError, match=r"'missing\.ort'"), prepare_target(str(bundle)):
         pass

@@ -6,6 +6,8 @@ import inferno
 EXPECTED = {
     "AccelerateConfig", "Budget", "InfernoError", "Plan", "PlanRunner", "Report",
     "__version__", "accelerate", "load_plan",
+    # the edge: bundles, students, profiles, the cascade
+    "Cascade", "CloudClient", "distill", "export_edge", "load_edge", "prune", "run_profile",
 }
 
 

@@ -8,7 +8,6 @@ its evaluation samples through its preprocessor. Rows are repeated or cut to the
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,11 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from inferno.edge.bundle import SAMPLES, is_bundle, read_manifest
 from inferno.errors import ConfigError, DataMismatchError, ModelLoadError
-
-BUNDLE_FORMAT = "inferno-edge-bundle"
-BUNDLE_MANIFEST = "manifest.json"
-BUNDLE_SAMPLES = "samples.npz"
 
 
 @dataclass(frozen=True)
@@ -42,11 +38,6 @@ class Target:
     @property
     def model_mb(self) -> float:
         return self.model_path.stat().st_size / 2**20
-
-
-def is_bundle(ref: str) -> bool:
-    """Whether ``ref`` names a folder with an edge bundle manifest."""
-    return Path(ref).is_dir() and (Path(ref) / BUNDLE_MANIFEST).is_file()
 
 
 @contextmanager
@@ -80,13 +71,10 @@ def tile(array: np.ndarray, batch: int) -> np.ndarray:
 
 
 def _from_bundle(folder: Path, data: Path | None) -> tuple[Path, str, dict[str, np.ndarray], str]:
-    manifest = read_bundle_manifest(folder)
-    model_path = folder / str(manifest.get("model", ""))
-    if not manifest.get("model") or not model_path.is_file():
-        raise ModelLoadError(f"bundle {folder}: model file {manifest.get('model')!r} named in "
-                             f"{BUNDLE_MANIFEST} does not exist")
+    manifest = read_manifest(folder)
+    model_path = folder / str(manifest["model"])
     names = [str(spec["name"]) for spec in manifest.get("inputs", [])]
-    source = data if data is not None else folder / BUNDLE_SAMPLES
+    source = data if data is not None else folder / SAMPLES
     try:
         with np.load(source) as archive:
             missing = [n for n in names if n not in archive.files]
@@ -108,27 +96,6 @@ def _check_dtypes(manifest: dict[str, Any], feeds: dict[str, np.ndarray], source
         if str(array.dtype) != str(spec.get("dtype", array.dtype)):
             raise DataMismatchError(f"{source}: input {spec['name']!r}: expected {spec['dtype']} "
                                     f"{spec.get('shape')}, got {array.dtype} {list(array.shape)}")
-
-
-def read_bundle_manifest(folder: Path) -> dict[str, Any]:
-    """The bundle's manifest, checked for its format and version.
-
-    Raises:
-        ModelLoadError: unreadable, or not an inferno edge bundle of version 1.
-    """
-    path = folder / BUNDLE_MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"bundle {folder}: {BUNDLE_MANIFEST} is unreadable ({exc})") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
-        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise ModelLoadError(f"bundle {folder}: {BUNDLE_MANIFEST} has format {found!r}, "
-                             f"expected {BUNDLE_FORMAT!r}")
-    if manifest.get("version") != 1:
-        raise ModelLoadError(f"bundle {folder}: {BUNDLE_MANIFEST} has version "
-                             f"{manifest.get('version')!r}, expected 1")
-    return manifest
 
 
 def _from_model(ref: str, data: Path | None, batch: int) -> tuple[Path, str, dict[str, np.ndarray], str]:

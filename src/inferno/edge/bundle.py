@@ -36,7 +36,7 @@ import numpy as np
 
 import inferno
 from inferno.config import Budget
-from inferno.errors import ConfigError, InfernoError
+from inferno.errors import ConfigError, ModelLoadError
 from inferno.models.model import Model
 from inferno.models.zoo.cache import sha256_file
 from inferno.plan import Plan
@@ -232,7 +232,7 @@ def _manifest(model: Model, plan: Plan, report: Report, model_file: str, model_f
         "version": FORMAT_VERSION,
         "name": model.name,
         "source": model.source,
-        "teacher": _teacher(model.source),
+        "teacher": teacher_of(model.source),
         "description": model.description,
         "task": model.task.value,
         "model": model_file,
@@ -262,34 +262,54 @@ def _manifest(model: Model, plan: Plan, report: Report, model_file: str, model_f
     }
 
 
-def _teacher(source: str) -> str | None:
-    """The teacher a student folder was made from (its ``student.json``), else None."""
-    info = Path(source) / "student.json"
-    if not source or not info.is_file():
+def teacher_of(source: str) -> str | None:
+    """The teacher a student folder was made from, None when ``source`` is not a student folder.
+
+    Raises:
+        ModelLoadError: a student folder whose ``student.json`` is unreadable.
+    """
+    from inferno.models.student import is_student_folder, read_student_info
+
+    if not source or not is_student_folder(Path(source)):
         return None
-    try:
-        teacher = json.loads(info.read_text()).get("teacher")
-    except (OSError, ValueError) as exc:
-        raise InfernoError(f"student folder {source}: student.json is unreadable: {exc}") from exc
-    return str(teacher) if teacher else None
+    return read_student_info(Path(source)).teacher
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
-    """The manifest of a bundle folder.
+    """The manifest of a bundle folder, checked: format, version, and the model file it names.
 
     Raises:
-        ConfigError: no manifest, unreadable, or not an inferno edge bundle.
+        ModelLoadError: no manifest, unreadable, not an inferno edge bundle of this version,
+            or its model file is missing.
     """
-    path = Path(folder) / MANIFEST
+    folder = Path(folder)
+    path = folder / MANIFEST
     try:
-        manifest: dict[str, Any] = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise ConfigError(f"bundle {folder}: no {MANIFEST}; expected a folder written by `inferno export`") from exc
+        raise ModelLoadError(f"bundle {folder}: no {MANIFEST}; expected a folder written by `inferno export`") from exc
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"bundle {folder}: {MANIFEST} is unreadable: {exc}") from exc
-    if manifest.get("format") != FORMAT:
-        raise ConfigError(f"bundle {folder}: {MANIFEST} has format {manifest.get('format')!r}, expected {FORMAT!r}")
-    return manifest
+        raise ModelLoadError(f"bundle {folder}: {MANIFEST} is unreadable ({exc})") from exc
+    found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+    if found != FORMAT:
+        raise ModelLoadError(f"bundle {folder}: {MANIFEST} has format {found!r}, expected {FORMAT!r}")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise ModelLoadError(f"bundle {folder}: {MANIFEST} has version {manifest.get('version')!r}, "
+                             f"expected {FORMAT_VERSION}")
+    model = manifest.get("model")
+    if not isinstance(model, str) or not (folder / model).is_file():
+        raise ModelLoadError(f"bundle {folder}: the model file {model!r} named in {MANIFEST} does not exist")
+    return dict(manifest)
+
+
+def is_bundle(path: str | Path) -> bool:
+    """Whether ``path`` is a folder holding a bundle manifest (valid or not)."""
+    return Path(path).is_dir() and (Path(path) / MANIFEST).is_file()
+
+
+def source_ref(manifest: dict[str, Any]) -> str | None:
+    """The model the bundle was made from, as ``load_model`` takes it (``bundled:digits`` → ``digits``)."""
+    return str(manifest.get("source") or "").removeprefix("bundled:") or None
 
 
 def report_dict(report: BundleReport) -> dict[str, Any]:

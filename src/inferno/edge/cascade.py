@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from inferno.edge.cloud import CloudClient, CloudError
+from inferno.edge.cloud import CloudClient
 from inferno.edge.sweep import (
     DEFAULT_THRESHOLDS,
     RULES,
@@ -37,7 +37,13 @@ from inferno.edge.sweep import (
     evaluate,
     plot_sweep,
 )
-from inferno.errors import ConfigError, DataMismatchError, ModelLoadError, UserInputError
+from inferno.errors import (
+    CloudError,
+    ConfigError,
+    DataMismatchError,
+    ModelLoadError,
+    UserInputError,
+)
 from inferno.models.model import EvalData, Model, count_samples
 from inferno.models.signature import Signature, TensorSpec
 
@@ -164,11 +170,11 @@ def load_edge(ref: str | Path, *, threads: int | None = None) -> EdgeModel:
         ConfigError: not a classifier, a text bundle, or a bad manifest.
         ModelLoadError: the reference cannot be loaded.
     """
-    from inferno.edge.bundle import MANIFEST, _teacher, read_manifest
+    from inferno.edge.bundle import MANIFEST, is_bundle, read_manifest, source_ref, teacher_of
     from inferno.models.loaders import load_model
 
     folder = Path(ref)
-    if folder.is_dir() and (folder / MANIFEST).is_file():
+    if is_bundle(folder):
         manifest = read_manifest(folder)
         kind = (manifest.get("preprocessor") or {}).get("kind", "tensor")
         if kind != "tensor":
@@ -180,17 +186,12 @@ def load_edge(ref: str | Path, *, threads: int | None = None) -> EdgeModel:
             path = folder / str(manifest["model"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"edge bundle {folder}: {MANIFEST} lacks a valid {exc} entry") from None
-        if not path.is_file():
-            raise ConfigError(f"edge bundle {folder}: expected the model file {path.name} (its manifest's "
-                              "'model'), found no such file")
-        # a bundled model's source reads ``bundled:<name>``; load_model takes the bare name
-        source = str(manifest.get("source") or "").removeprefix("bundled:") or None
         return EdgeModel(path, signature, name=str(manifest.get("name") or folder.name),
                          threads=threads or int(manifest.get("threads") or 1),
-                         source=source, teacher=manifest.get("teacher") or None)
+                         source=source_ref(manifest), teacher=manifest.get("teacher") or None)
     model = load_model(str(ref))
     return EdgeModel(model.onnx_path, model.signature, name=model.name, threads=threads or 1,
-                     source=str(ref), teacher=_teacher(str(ref)), model=model)
+                     source=str(ref), teacher=teacher_of(str(ref)), model=model)
 
 
 # -- the cascade -----------------------------------------------------------------------------------

@@ -27,8 +27,14 @@ import uvicorn
 
 from inferno import __version__
 from inferno.edge.cascade import Cascade
-from inferno.edge.cloud import CloudClient, CloudError
-from inferno.errors import DataMismatchError, InfernoError, PayloadTooLargeError, UserInputError
+from inferno.edge.cloud import CloudClient
+from inferno.errors import (
+    CloudError,
+    DataMismatchError,
+    InfernoError,
+    PayloadTooLargeError,
+    UserInputError,
+)
 from inferno.serving.app import Receive, Reply, Scope, Send
 from inferno.serving.pipelines import top_k
 from inferno.serving.protocol import (

@@ -22,28 +22,13 @@ import orjson
 
 from inferno.bench.config import check_url
 from inferno.bench.metadata import error_text
-from inferno.errors import InfernoError
+from inferno.errors import CloudError
 from inferno.serving.protocol import DATATYPES, HEADER_LENGTH, datatype_of
 
 log = logging.getLogger(__name__)
 
 IDLE_CONNECTIONS = 8
 """Connections kept open for reuse; more concurrent callers open (and then drop) their own."""
-
-
-class CloudError(InfernoError):
-    """The cloud server cannot answer: unreachable, timed out, or it answered an error.
-
-    Attributes:
-        url: the server's address. status: its HTTP status, None when there was no answer.
-    """
-
-    http_status = 502
-
-    def __init__(self, message: str, url: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.url = url
-        self.status = status
 
 
 @dataclass(frozen=True)

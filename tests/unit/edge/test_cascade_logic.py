@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from inferno.edge.cascade import Cascade, load_edge, sweep
-from inferno.edge.cloud import CloudClient, CloudError, decode_output, encode_request
+from inferno.edge.cloud import CloudClient, decode_output, encode_request
 from inferno.edge.sweep import (
     as_probabilities,
     check_threshold,
@@ -24,7 +24,7 @@ from inferno.edge.sweep import (
     operating_point,
     plot_sweep,
 )
-from inferno.errors import ConfigError, DataMismatchError
+from inferno.errors import CloudError, ConfigError, DataMismatchError
 from inferno.serving.protocol import OutputTensor, encode_infer_response, parse_infer_request
 
 CLASSES = 4
