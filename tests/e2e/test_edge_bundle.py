@@ -35,6 +35,14 @@ def digits_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def minilm_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model = load_model("minilm")
+    out = tmp_path_factory.mktemp("edge") / "minilm-edge"
+    export_edge(replace(model, eval_data=model.eval_data.take(16)), out, variants=("int8-dynamic-pc",), repeats=3)
+    return out
+
+
 def _run(folder: Path, *args: str, python: str = sys.executable) -> subprocess.CompletedProcess[str]:
     return subprocess.run([python, str(folder / "run.py"), *args], capture_output=True, text=True, timeout=120)
 
@@ -105,14 +113,19 @@ def test_a_changed_file_fails_the_check(digits_bundle: Path, tmp_path: Path) -> 
     assert answer.returncode == 1 and "model.ort: sha256 differs" in answer.stderr
 
 
-def test_a_fresh_venv_with_only_onnxruntime_and_numpy_runs_the_bundle(digits_bundle: Path, tmp_path: Path) -> None:
-    env_dir = tmp_path / "venv"
-    venv.EnvBuilder(with_pip=True).create(env_dir)
-    python = str(env_dir / "bin" / "python")
-    pins = [f"onnxruntime=={metadata.version('onnxruntime')}", f"numpy=={metadata.version('numpy')}"]
+def _install(python: str, *packages: str) -> None:
+    pins = [f"{name}=={metadata.version(name)}" for name in packages]  # this machine's versions: cached wheels
     install = subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", *pins],
                              capture_output=True, text=True, timeout=600)
     assert install.returncode == 0, install.stderr
+
+
+def test_a_fresh_venv_with_only_the_stated_dependencies_runs_the_bundles(
+        digits_bundle: Path, minilm_bundle: Path, tmp_path: Path) -> None:
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    python = str(env_dir / "bin" / "python")
+    _install(python, "onnxruntime", "numpy")
     isolated = subprocess.run([python, "-c", "import inferno"], capture_output=True, text=True)
     assert isolated.returncode != 0  # the venv really lacks inferno (and torch, and the rest)
     bundle = tmp_path / "moved"  # a copy elsewhere: nothing points back at the build machine
@@ -124,6 +137,16 @@ def test_a_fresh_venv_with_only_onnxruntime_and_numpy_runs_the_bundle(digits_bun
     with np.load(bundle / "samples.npz") as data:
         expected = data["expected:probabilities"].argmax(1).tolist()
     assert [row["class"] for row in json.loads(samples.stdout)["top"]] == expected
+    # a text bundle: the same venv plus tokenizers, its one extra dependency
+    _install(python, "tokenizers")
+    text = tmp_path / "text"
+    shutil.copytree(minilm_bundle, text)
+    check = _run(text, "--check", python=python)
+    assert check.returncode == 0, check.stderr
+    answer = _run(text, "--text", "a quiet morning by the lake", python=python)
+    assert answer.returncode == 0, answer.stderr
+    (embedding,) = json.loads(answer.stdout)["outputs"]["embedding"]
+    assert len(embedding) == 384 and abs(np.linalg.norm(embedding) - 1) < 1e-3
 
 
 def test_a_size_budget_that_cannot_be_met_is_an_error_and_writes_nothing(tmp_path: Path) -> None:
@@ -141,14 +164,13 @@ def test_a_folder_that_is_not_a_bundle_is_never_overwritten(tmp_path: Path) -> N
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
-def test_a_text_bundle_carries_its_tokenizer_and_embeds_sentences(tmp_path: Path) -> None:
+def test_a_text_bundle_carries_its_tokenizer_and_embeds_sentences(minilm_bundle: Path) -> None:
     model = load_model("minilm")
-    model = replace(model, eval_data=model.eval_data.take(16))
-    out = tmp_path / "minilm-edge"
-    report = export_edge(model, out, variants=("int8-dynamic-pc",), repeats=3)
+    out = minilm_bundle
+    manifest = read_manifest(out)
     assert (out / "tokenizer.json").is_file()
-    assert read_manifest(out)["requires"] == ["onnxruntime", "numpy", "tokenizers"]
-    assert report.metrics["cosine_mean"] > 0.98
+    assert manifest["requires"] == ["onnxruntime", "numpy", "tokenizers"]
+    assert manifest["accuracy"]["bundle"]["cosine_mean"] > 0.98
     answer = _run(out, "--text", "the cat sat on the mat", "a dog barked")
     assert answer.returncode == 0, answer.stderr
     embeddings = np.array(json.loads(answer.stdout)["outputs"]["embedding"])
