@@ -27,7 +27,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -178,8 +178,6 @@ def _delta(metrics: dict[str, float]) -> str:
 
 
 def _at(bundle: BundleReport, out: Path) -> BundleReport:
-    from dataclasses import replace
-
     return replace(bundle, path=str(out.resolve()))
 
 
