@@ -207,6 +207,14 @@ def test_server_answers_the_merged_probabilities(front: Any, cloud: Server, data
     assert 0 < expected.cloud_rows < len(pixels)
 
 
+def test_server_takes_gzip_bodies_like_inferno_serve(front: Any, data: tuple[np.ndarray, np.ndarray]) -> None:
+    client, _ = front
+    pixels = data[0][:8]
+    plain = client.infer("digits", digits_inputs(pixels)).as_numpy("probabilities")
+    packed = client.infer("digits", digits_inputs(pixels), request_compression_algorithm="gzip")
+    assert np.allclose(packed.as_numpy("probabilities"), plain, atol=1e-6)
+
+
 def test_server_metadata_classification_and_metrics(front: Any, data: tuple[np.ndarray, np.ndarray]) -> None:
     client, server = front
     meta = client.get_model_metadata("digits")

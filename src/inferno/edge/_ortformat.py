@@ -50,32 +50,33 @@ def session(path: Path, threads: int) -> Any:
 
 
 def best_form(graph: Path, folder: Path, feeds: dict[str, np.ndarray], threads: int,
-              max_size_mb: float | None) -> tuple[str, str, list[str]]:
-    """Write the model file into ``folder``; return (file name, ``ort``/``onnx``, notes).
+              max_size_mb: float | None) -> tuple[str, str, list[str], Any]:
+    """Write the model file into ``folder``; return (file name, ``ort``/``onnx``, notes, a
+    session on the shipped file).
 
     The ORT format is preferred; the ONNX graph is shipped instead when the conversion
-    fails, the converted file does not load or answers differently, or only the ONNX form
-    fits the size budget.
+    fails, the converted file does not load, answers differently or runs slower, or only the
+    ONNX form fits the size budget.
     """
-    notes: list[str] = []
-    expected = session(graph, threads).run(None, feeds)
+    graph_session = session(graph, threads)
     converted = folder / ORT_FILE
-    problem = _convert(graph, converted, feeds, expected, threads)
+    problem, converted_session = _convert(graph, converted, feeds, graph_session, threads)
     if problem is None and max_size_mb is not None and converted.stat().st_size > max_size_mb * 2**20 \
             and graph.stat().st_size <= converted.stat().st_size:
         problem = "the ORT form is larger than the ONNX graph and the size budget is tight"
     if problem is None:
-        return ORT_FILE, "ort", notes
+        return ORT_FILE, "ort", [], converted_session
     converted.unlink(missing_ok=True)
-    notes.append(f"shipped as ONNX: {problem}")
-    log.info("edge bundle: %s", notes[-1])
+    note = f"shipped as ONNX: {problem}"
+    log.info("edge bundle: %s", note)
     shutil.copyfile(graph, folder / ONNX_FILE)
-    return ONNX_FILE, "onnx", notes
+    return ONNX_FILE, "onnx", [note], graph_session
 
 
-def _convert(graph: Path, target: Path, feeds: dict[str, np.ndarray], expected: list[np.ndarray],
-             threads: int) -> str | None:
-    """Save ``graph`` in ORT format at ``target``; None when it loads and matches, else why not."""
+def _convert(graph: Path, target: Path, feeds: dict[str, np.ndarray], graph_session: Any,
+             threads: int) -> tuple[str | None, Any]:
+    """Save ``graph`` in ORT format at ``target``; return (None, its session) when it loads,
+    answers like ``graph_session`` and is not slower, else (why not, None)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -84,17 +85,18 @@ def _convert(graph: Path, target: Path, feeds: dict[str, np.ndarray], expected: 
     options.add_session_config_entry("session.save_model_format", "ORT")
     try:
         ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
-        answers = session(target, threads).run(None, feeds)
+        converted = session(target, threads)
+        answers = converted.run(None, feeds)
     except Exception as exc:  # ORT raises its own exception types for conversion and loading
-        return f"the ORT-format conversion failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
+        return f"the ORT-format conversion failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})", None
     worst = max(float(np.max(np.abs(a.astype(np.float64) - e.astype(np.float64))))
-                for a, e in zip(answers, expected, strict=True))
+                for a, e in zip(answers, graph_session.run(None, feeds), strict=True))
     if worst > TOLERANCE:
-        return f"the ORT-format file answers differently (max |Δ| {worst:.3g} > {TOLERANCE})"
-    ratio = _slowdown(session(target, threads), session(graph, threads), {k: v[:1] for k, v in feeds.items()})
+        return f"the ORT-format file answers differently (max |Δ| {worst:.3g} > {TOLERANCE})", None
+    ratio = _slowdown(converted, graph_session, {k: v[:1] for k, v in feeds.items()})
     if ratio > SLOWER:
-        return f"the ORT-format file is {ratio:.1f}x slower than the ONNX graph at batch 1"
-    return None
+        return f"the ORT-format file is {ratio:.1f}x slower than the ONNX graph at batch 1", None
+    return None, converted
 
 
 def _slowdown(converted: Any, graph: Any, feeds: dict[str, np.ndarray], rounds: int = 7,

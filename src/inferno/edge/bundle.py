@@ -189,10 +189,9 @@ def _write(staging: Path, model: Model, plan_folder: Path, report: Report, threa
     plan = Plan.load(plan_folder)
     int8_path = plan_folder / MODEL_FILE
     feeds, labels = _sample_feeds(model)
-    model_file, model_format, notes = _ortformat.best_form(int8_path, staging, feeds, threads, max_size_mb)
+    model_file, model_format, notes, session = _ortformat.best_form(int8_path, staging, feeds, threads, max_size_mb)
     for name in model.preprocessor.files():
         shutil.copyfile(plan_folder / name, staging / name)
-    session = _ortformat.session(staging / model_file, threads)
     outputs = session.run(None, feeds)
     samples = {**feeds, **{f"expected:{o.name}": v for o, v in zip(session.get_outputs(), outputs, strict=True)}}
     if labels is not None:

@@ -32,10 +32,9 @@ from inferno.errors import (
     CloudError,
     DataMismatchError,
     InfernoError,
-    PayloadTooLargeError,
     UserInputError,
 )
-from inferno.serving.app import Receive, Reply, Scope, Send
+from inferno.serving.app import ClientDisconnected, Receive, Reply, Scope, Send, read_body
 from inferno.serving.pipelines import top_k
 from inferno.serving.protocol import (
     HEADER_LENGTH,
@@ -91,6 +90,8 @@ class CascadeApp:
             return
         try:
             status, body, headers = await self._route(scope, receive)
+        except ClientDisconnected:
+            return
         except InfernoError as exc:
             self._count_failure(exc)
             status, body, headers = exc.http_status, error_body(str(exc)), [_JSON]
@@ -143,7 +144,7 @@ class CascadeApp:
 
     async def _infer(self, scope: Scope, receive: Receive) -> Reply:
         headers = {k.decode().lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        body = await _read_body(receive, headers.get("content-length"))
+        body = await read_body(receive, headers, MAX_BODY_BYTES)
         self.counts["requests"] += 1
         request = parse_infer_request(body, headers.get(HEADER_LENGTH))
         feeds = self._feeds(request)
@@ -214,21 +215,6 @@ def _check(method: str, expected: str, reply: Reply | None) -> Reply:
     if method != expected:
         raise _MethodNotAllowed(f"method {method}: this endpoint takes {expected}")
     return reply or (200, b"", [])
-
-
-async def _read_body(receive: Receive, declared: str | None) -> bytes:
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise PayloadTooLargeError(f"request body: expected at most {MAX_BODY_BYTES} bytes, got {declared}")
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise PayloadTooLargeError(f"request body: expected at most {MAX_BODY_BYTES} bytes, got more")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 def _with_parameters(payload: bytes, extra: dict[str, str], params: dict[str, Any]) -> tuple[bytes, dict[str, str]]:

@@ -287,30 +287,7 @@ class InfernoApp:
             raise _MethodNotAllowed(f"method {ex.method}: this endpoint takes {expected}")
 
     async def _body(self, ex: _Exchange) -> bytes:
-        limit = self.config.max_body_bytes
-        declared = ex.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLargeError(f"request body: expected at most {limit} bytes, got {declared}")
-        chunks = []
-        size = 0
-        while True:
-            message = await ex.receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnected
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLargeError(f"request body: expected at most {limit} bytes, got more")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        encoding = ex.headers.get("content-encoding", "identity").lower()
-        if encoding in ("gzip", "deflate"):
-            body = _decompress(body, encoding, limit)
-        elif encoding != "identity":
-            raise UserInputError(f"content-encoding: expected gzip, deflate or identity, got {encoding!r}")
-        return body
+        return await read_body(ex.receive, ex.headers, self.config.max_body_bytes)
 
 
 class _MethodNotAllowed(UserInputError):
@@ -319,6 +296,42 @@ class _MethodNotAllowed(UserInputError):
 
 class _NotFound(UserInputError):
     http_status = 404
+
+
+async def read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
+    """A request's whole body, decompressed (gzip/deflate), never more than ``limit`` bytes.
+
+    ``headers`` maps lower-case names to values (``content-length``, ``content-encoding``).
+    The limit is enforced while reading, before a larger body is held in memory.
+
+    Raises:
+        PayloadTooLargeError: declared or found larger than ``limit``, before or after decompression.
+        UserInputError: an unknown content-encoding, or a body that does not decompress.
+        ClientDisconnected: the client left before sending the whole body.
+    """
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"request body: expected at most {limit} bytes, got {declared}")
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"request body: expected at most {limit} bytes, got more")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    body = b"".join(chunks)
+    encoding = headers.get("content-encoding", "identity").lower()
+    if encoding in ("gzip", "deflate"):
+        return _decompress(body, encoding, limit)
+    if encoding != "identity":
+        raise UserInputError(f"content-encoding: expected gzip, deflate or identity, got {encoding!r}")
+    return body
 
 
 def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
