@@ -47,6 +47,9 @@ class Plan:
     notes: tuple[str, ...] = field(default=())
     requested_provider: str | None = None
     """What ``accelerate`` asked the runtime for (None: its CPU default); ``provider`` is what ran."""
+    shapes: dict[str, list[int]] = field(default_factory=dict)
+    """One row of each input as measured (graph layout, batch axis of size 1): what
+    ``inferno serve`` warms up and checks the plan with."""
 
     @property
     def device(self) -> str:
@@ -75,7 +78,8 @@ def _preprocessor(plan: Plan, folder: Path) -> Preprocessor:
         return TextPreprocessor(
             folder / info["tokenizer"], int(info["max_length"]), tuple(info["input_names"])
         )
-    return TensorPreprocessor()
+    axes = info.get("batch_axes") or {}
+    return TensorPreprocessor(batch_axes={str(k): None if v is None else int(v) for k, v in axes.items()})
 
 
 class PlanRunner:
@@ -111,19 +115,20 @@ class PlanRunner:
         return Task(self.plan.task)
 
     def predict(self, inputs: Sequence[str] | np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
-        """Natural inputs in (a list of strings for text models, arrays otherwise), main output out."""
+        """Natural inputs in, main output out: a list of strings for text models, else arrays
+        with rows on axis 0 (moved to the graph's batch axes here; see ``TensorPreprocessor``)."""
         if self.preprocessor.kind == "text":
             if isinstance(inputs, str) or not isinstance(inputs, Sequence) or not all(isinstance(s, str) for s in inputs):
                 raise UserInputError("a text model's predict() takes a list of strings")
             feeds = self.preprocessor.encode(list(inputs))
         elif isinstance(inputs, dict):
-            feeds = dict(inputs)
+            feeds = self.preprocessor.encode(dict(inputs))
         else:
             if len(self.signature.inputs) != 1:
                 raise DataMismatchError(
                     f"this model has {len(self.signature.inputs)} inputs {list(self.signature.input_names)}: pass a dict"
                 )
-            feeds = {self.signature.inputs[0].name: np.asarray(inputs)}
+            feeds = self.preprocessor.encode({self.signature.inputs[0].name: np.asarray(inputs)})
         self.signature.check_feeds(feeds)
         return self.runtime.run(feeds)[self.signature.primary_output()]
 

@@ -50,20 +50,52 @@ class Preprocessor(Protocol):
 
 @dataclass(frozen=True)
 class TensorPreprocessor:
-    """Tensor models take their arrays as they are."""
+    """Tensor models take their arrays as they are, once the rows are where the graph wants them.
+
+    Samples always hold rows on axis 0 (so they slice and count alike for every model).
+    ``batch_axes`` names the inputs whose graph batch axis is elsewhere (``state [2, batch,
+    128]``: 1), or that have none (None: one value per call, e.g. a sample rate: the first
+    row's value is fed).
+    """
 
     kind: str = "tensor"
+    batch_axes: dict[str, int | None] = field(default_factory=dict)
 
     def encode(self, samples: Samples) -> dict[str, np.ndarray]:
         if not isinstance(samples, dict):
             raise TypeError("a tensor model takes a dict of arrays")
-        return dict(samples)
+        feeds = {}
+        for name, rows in samples.items():
+            axis = self.batch_axes.get(name, 0)
+            if axis is None:
+                feeds[name] = rows[0]
+            elif axis == 0:
+                feeds[name] = rows
+            else:
+                feeds[name] = np.ascontiguousarray(np.moveaxis(rows, 0, axis))
+        return feeds
 
     def files(self) -> dict[str, Path]:
         return {}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind}
+        info: dict[str, Any] = {"kind": self.kind}
+        if self.batch_axes:
+            info["batch_axes"] = dict(self.batch_axes)
+        return info
+
+
+def tensor_preprocessor(signature: Signature) -> TensorPreprocessor:
+    """The preprocessor that lays rows out as ``signature``'s batch axes say."""
+    return TensorPreprocessor(batch_axes={s.name: s.batch_axis for s in signature.inputs
+                                          if s.batch_axis != 0})
+
+
+def as_rows(array: np.ndarray, batch_axis: int | None, rows: int) -> np.ndarray:
+    """A graph-layout array as samples: its batch axis first, or repeated per row when it has none."""
+    if batch_axis is None:
+        return np.repeat(array[np.newaxis], rows, axis=0)
+    return array if batch_axis == 0 else np.moveaxis(array, batch_axis, 0)
 
 
 @dataclass(frozen=True)
@@ -110,6 +142,11 @@ class Model:
     source: str = ""
     """How the model was referenced (a path, ``module:attr`` or ``bundled:<name>``)."""
     description: str = ""
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """One call's worth of each input at batch 1 (graph layout), as the evaluation data has
+    it: recorded in the report and the plan, and what ``inferno serve`` warms up with."""
+    shapes_source: str = ""
+    """How those sizes were found: ``--shape``, ``--data``, ``graph`` (all fixed) or ``probe``."""
 
     @property
     def calibration_data(self) -> EvalData:

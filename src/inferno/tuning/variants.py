@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
@@ -29,6 +29,11 @@ class Variant:
     passes: tuple[str, ...]
     ort_only: bool
     """The graph uses ONNX Runtime contrib ops, which other runtimes cannot load."""
+    integer_ops: int = 0
+    """Nodes of the final graph that compute or convert in integers (QuantizeLinear,
+    MatMulInteger, QLinearConv, ...): what an ``int8`` label must be backed by."""
+    op_delta: dict[str, int] = field(default_factory=dict)
+    """Op type → count after minus count before, over all of the recipe's passes (changed types only)."""
 
     @property
     def precision(self) -> str:
