@@ -151,11 +151,18 @@ def test_onnx_fixed_batch_is_made_dynamic(tmp_path: Path, caplog: pytest.LogCapt
     assert y.shape == (5, 3)
 
 
-def test_onnx_hard_coded_batch_is_reported(tmp_path: Path) -> None:
-    _tiny_onnx(tmp_path / "hard.onnx", batch=1, reshape_to=1)
-    with pytest.raises(ModelLoadError, match=r"model 'hard.onnx': expected a dynamic batch axis, "
-                                             r"got a fixed one \{'x': 1, 'y': 1\} that the graph hard-codes"):
-        load_model("hard.onnx")
+def test_onnx_hard_coded_batch_is_kept_as_one_fixed_call(tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """A graph that hard-codes batch 1 is measured and served one call at a time, not refused."""
+    path = _tiny_onnx(tmp_path / "hard.onnx", batch=1, reshape_to=1)
+    with caplog.at_level(logging.WARNING, logger="inferno.models.loaders"):
+        model = load_model("hard.onnx")
+    assert "fixed batch axis {'x': 1} that the graph hard-codes" in caplog.text
+    assert model.onnx_path.resolve() == path.resolve()  # the graph as it is
+    assert not model.signature.batched
+    assert model.shapes == {"x": (1, 4)}
+    feeds = model.preprocessor.encode(model.eval_data.take(3).samples)
+    assert feeds["x"].shape == (1, 4)  # one call is one fixed-size sample
 
 
 def test_onnx_missing() -> None:

@@ -6,6 +6,9 @@ unknown array, the rank and every fixed dimension as declared, one batch length 
 arrays (and by every axis that shares a symbolic name), and a dtype that converts to the
 input's dtype without losing anything. Floating-point inputs also take any integer or wider
 float array (float64 → float32 rounds, which is what a user saving with numpy's default means).
+
+Arrays are in the graph's layout (``state [2, batch, 128]`` as the model takes it, a scalar
+``sr`` as a 0-d array); the samples they become hold rows first (``model.as_rows``).
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from inferno.errors import DataMismatchError, UserInputError
-from inferno.models.model import EvalData
-from inferno.models.signature import Signature, TensorSpec
+from inferno.models.model import EvalData, as_rows, tensor_preprocessor
+from inferno.models.shapes import RATE_NAMES, SAMPLE_RATES, Shapes
+from inferno.models.signature import Signature, TensorSpec, is_anonymous
 
 LABELS = "labels"
 SYNTHETIC_SOURCE = "synthesized from the signature (fidelity = agreement with FP32 outputs)"
@@ -26,6 +30,8 @@ OTHER_DIM = 16
 """The size given to symbolic axes other than the batch axis (sequence length, ...)."""
 INT_HIGH = 100
 """Synthesized integers are drawn from ``[0, INT_HIGH)``: valid ids for any vocabulary."""
+SYNTHETIC_ELEMENTS = 2**23
+"""Most elements synthesized for one model (32 MiB of float32): 27 rows of a 320×320 image."""
 
 _NUMERIC_KINDS = "biuf"
 
@@ -59,7 +65,7 @@ def load_npz(path: Path, signature: Signature) -> EvalData:
         )
     samples = {spec.name: _fit(arrays[spec.name], spec, where) for spec in signature.inputs}
     _check_shared_dims(signature, samples, where)
-    count = _batch_length(samples)
+    count = signature.rows(samples)
     if count == 0:
         raise DataMismatchError(f"{where}: expected at least one sample, got 0")
     labels = arrays.get(LABELS)
@@ -68,7 +74,19 @@ def load_npz(path: Path, signature: Signature) -> EvalData:
         raise DataMismatchError(
             f"{where}: '{LABELS}': expected one per sample ({count} rows), got {found}"
         )
-    return EvalData(samples, labels=labels, source=f"--data {path.name}")
+    rows = {spec.name: as_rows(samples[spec.name], spec.batch_axis, count)
+            for spec in signature.inputs}
+    return EvalData(rows, labels=labels, source=f"--data {path.name}")
+
+
+def call_shapes(signature: Signature, rows: dict[str, np.ndarray]) -> Shapes:
+    """One call's shape per input at batch 1 (graph layout), read off rows-first samples."""
+    shapes: Shapes = {}
+    for spec in signature.inputs:
+        row = tuple(int(d) for d in rows[spec.name].shape[1:])
+        axis = spec.batch_axis
+        shapes[spec.name] = row if axis is None else (*row[:axis], 1, *row[axis:])
+    return shapes
 
 
 def read_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -93,11 +111,6 @@ def read_arrays(path: Path) -> dict[str, np.ndarray]:
             return {name: loaded[name] for name in loaded.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise UserInputError(f"{where}: {expected}, but it cannot be read: {exc}") from exc
-
-
-def _batch_length(samples: dict[str, np.ndarray]) -> int:
-    lengths = [len(a) for a in samples.values() if a.ndim > 0]
-    return lengths[0] if lengths else int(bool(samples))
 
 
 def _fit(array: np.ndarray, spec: TensorSpec, where: str) -> np.ndarray:
@@ -126,13 +139,15 @@ def _fit(array: np.ndarray, spec: TensorSpec, where: str) -> np.ndarray:
 
 
 def _check_shared_dims(signature: Signature, samples: dict[str, np.ndarray], where: str) -> None:
-    """Every array has the same batch length, and a symbolic axis name means one size."""
+    """Every array has the same batch length, and a named axis means one size (axes the graph
+    leaves unnamed, ``?``, are each their own)."""
     seen: dict[str, tuple[int, str]] = {}
     for spec in signature.inputs:
         shape = samples[spec.name].shape
-        named = [("batch length", shape[0])] if shape else []
-        named += [(repr(d), s) for d, s in zip(spec.shape, shape, strict=True)
-                  if isinstance(d, str) and d != spec.shape[0]]
+        axis = spec.batch_axis
+        named = [("batch length", shape[axis])] if axis is not None else []
+        named += [(repr(d), s) for i, (d, s) in enumerate(zip(spec.shape, shape, strict=True))
+                  if isinstance(d, str) and i != axis and not is_anonymous(d)]
         for axis, size in named:
             first = seen.setdefault(axis, (size, spec.name))
             if first[0] != size:
@@ -159,36 +174,73 @@ def label_indices(labels: np.ndarray, classes: Any, where: str) -> np.ndarray:
     return np.array([index[v] for v in values], dtype=np.int64)
 
 
-def synthesize(signature: Signature, n: int = 64, seed: int = 0) -> EvalData:
+def synthesize(signature: Signature, n: int = 64, seed: int = 0,
+               shapes: Shapes | None = None) -> EvalData:
     """Random inputs shaped like the signature, for models that came without data.
 
     Floats are standard normal, integers are drawn from ``[0, INT_HIGH)``, booleans are
-    fair coin flips. Inputs named like an attention mask are all ones and token-type ids
-    all zeros, so that text models see a valid, unpadded batch. The leading axis, when
-    symbolic, gets ``n`` rows; other symbolic axes get ``OTHER_DIM``.
+    fair coin flips. Inputs named like an attention mask are all ones, token-type ids all
+    zeros (text models see a valid, unpadded batch), and a scalar integer named like a sample
+    rate holds 16000. ``shapes`` (one call at batch 1, see ``models.shapes``) sizes the
+    dynamic axes; without it they get ``OTHER_DIM``. There are ``n`` rows, fewer for large
+    rows (at most ``SYNTHETIC_ELEMENTS`` elements in all, at least 8 rows).
 
     Raises:
         DataMismatchError: an input has a dtype that cannot be synthesized (strings).
     """
-    return EvalData(synthetic_feeds(signature, n, seed), source=SYNTHETIC_SOURCE, synthetic=True)
+    row_elements = sum(int(np.prod(_row_shape(s, shapes))) for s in signature.inputs)
+    n = max(min(n, SYNTHETIC_ELEMENTS // max(row_elements, 1)), min(n, 8))
+    return EvalData(synthetic_rows(signature, n, seed, shapes), source=SYNTHETIC_SOURCE,
+                    synthetic=True)
 
 
-def synthetic_feeds(signature: Signature, n: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
-    """The arrays of ``synthesize``: one per input, in signature order."""
+def synthetic_rows(signature: Signature, n: int = 64, seed: int = 0,
+                   shapes: Shapes | None = None) -> dict[str, np.ndarray]:
+    """The samples of ``synthesize``: one array per input, ``n`` rows first."""
     rng = np.random.default_rng(seed)
-    return {spec.name: _random(spec, n, rng) for spec in signature.inputs}
+    return {spec.name: _random(spec, n, rng, shapes) for spec in signature.inputs}
 
 
-def _random(spec: TensorSpec, n: int, rng: np.random.Generator) -> np.ndarray:
-    shape = tuple(
-        d if isinstance(d, int) else (n if i == 0 else OTHER_DIM) for i, d in enumerate(spec.shape)
-    )
+def synthetic_feeds(signature: Signature, n: int = 64, seed: int = 0,
+                    shapes: Shapes | None = None) -> dict[str, np.ndarray]:
+    """Feeds for one call of ``n`` rows, in the graph's layout (batch axes where it has them)."""
+    return tensor_preprocessor(signature).encode(synthetic_rows(signature, n, seed, shapes))
+
+
+def synthetic_feeds_at(signature: Signature, shapes: Shapes, rows: int) -> dict[str, np.ndarray]:
+    """``synthetic_feeds`` at given sizes: what ``models.shapes.search`` tries a graph with."""
+    return synthetic_feeds(signature, rows, 0, shapes)
+
+
+def _row_shape(spec: TensorSpec, shapes: Shapes | None) -> tuple[int, ...]:
+    """One row's shape: ``shapes`` where given, else fixed dims and ``OTHER_DIM``."""
+    call = (shapes or {}).get(spec.name)
+    if call is None:
+        call = tuple(d if isinstance(d, int) else 1 if i == spec.batch_axis else OTHER_DIM
+                     for i, d in enumerate(spec.shape))
+    if spec.batch_axis is None:
+        return tuple(call)
+    return tuple(call[: spec.batch_axis]) + tuple(call[spec.batch_axis + 1 :])
+
+
+def _random(spec: TensorSpec, n: int, rng: np.random.Generator,
+            shapes: Shapes | None) -> np.ndarray:
+    """``n`` rows for ``spec``; an input without a batch axis holds one value, repeated."""
+    row = _row_shape(spec, shapes)
+    if spec.batch_axis is None:
+        return np.repeat(_values(spec, row, rng)[np.newaxis], n, axis=0)
+    return _values(spec, (n, *row), rng)
+
+
+def _values(spec: TensorSpec, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     dtype = np.dtype(spec.dtype)
     name = spec.name.lower()
     if dtype.kind in "iu" and "mask" in name:
         return np.ones(shape, dtype)
     if dtype.kind in "iu" and ("type_ids" in name or "segment" in name):
         return np.zeros(shape, dtype)
+    if dtype.kind in "iu" and RATE_NAMES.search(name) and int(np.prod(shape)) == 1:
+        return np.full(shape, SAMPLE_RATES[0], dtype)
     if dtype.kind == "f":
         return rng.standard_normal(shape).astype(dtype)
     if dtype.kind in "iu":

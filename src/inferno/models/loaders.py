@@ -32,7 +32,7 @@ import shutil
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -49,8 +49,9 @@ from inferno.errors import (
     UntrustedPickleError,
     UserInputError,
 )
-from inferno.models import data
-from inferno.models.model import Model
+from inferno.models import data, shapes
+from inferno.models.model import Model, tensor_preprocessor
+from inferno.models.shapes import parse_shapes
 from inferno.models.signature import Signature, Task
 from inferno.models.student import INFO_FILE as STUDENT_INFO
 from inferno.models.student import is_student_folder, load_student
@@ -76,6 +77,8 @@ class LoadRequest:
     task: Task | None = None
     name: str | None = None
     workdir: Path | None = None
+    shapes: tuple[str, ...] = ()
+    """``--shape NAME:DIMS`` items (see ``models.shapes``)."""
 
     def file(self) -> Path:
         """The referenced file; ModelLoadError when it does not exist."""
@@ -92,7 +95,7 @@ Loader = Callable[[LoadRequest], Model]
 
 def load_model(ref: str, *, trust: bool = False, data: Path | None = None,
                task: Task | None = None, name: str | None = None,
-               workdir: Path | None = None) -> Model:
+               workdir: Path | None = None, shapes: Sequence[str] = ()) -> Model:
     """Load MODEL as named on the command line (see the module docstring for what it may be).
 
     Args:
@@ -103,15 +106,19 @@ def load_model(ref: str, *, trust: bool = False, data: Path | None = None,
         task: overrides the detected task.
         name: overrides the model name (default: bundled name, file stem or attribute).
         workdir: where generated graphs go (default: the cache's ``imported/`` folder).
+        shapes: ``NAME:DIMS`` items fixing an ONNX graph's dynamic axes for measurement
+            (``x:1,3,320,320``); without them (and without ``data``) sizes the graph accepts
+            are searched for (``models.shapes``).
 
     Raises:
         ModelLoadError: missing, corrupt, unsupported or not importable (its subclasses
             ``UnknownModelError`` and ``UntrustedPickleError`` included).
-        DataMismatchError: ``data`` does not fit the model's inputs.
+        DataMismatchError: ``data`` does not fit the model's inputs, or no size tried for
+            a dynamic axis ran (``ShapeSearchError``).
         UserInputError: ``data`` is not a readable ``.npz``.
         MissingExtraError: torch or scikit-learn/skl2onnx is needed but not installed.
     """
-    return loader_for(ref)(LoadRequest(ref, trust, data, task, name, workdir))
+    return loader_for(ref)(LoadRequest(ref, trust, data, task, name, workdir, tuple(shapes)))
 
 
 def loader_for(ref: str) -> Loader:
@@ -151,16 +158,63 @@ def infer_task(signature: Signature) -> Task:
 
 
 def _finish(request: LoadRequest, onnx_path: Path, name: str, *, task: Task | None = None,
-            torch_factory: Callable[[], Any] | None = None, description: str = "") -> Model:
-    """The Model around a graph on disk: signature, task and evaluation data."""
+            torch_factory: Callable[[], Any] | None = None, description: str = "",
+            probe: bool = False) -> Model:
+    """The Model around a graph on disk: signature, task, evaluation data and input sizes.
+
+    ``probe``: the graph is the user's own (not one inferno exported), so its batch axes and
+    the sizes of its dynamic axes are found by running it (``models.shapes``).
+    """
     signature = Signature.from_onnx(_read_onnx(onnx_path, request.ref))
-    eval_data = (data.load_npz(request.data, signature) if request.data is not None
-                 else data.synthesize(signature))
+    given = parse_shapes(request.shapes)
+    found_shapes: shapes.Shapes | None = None
+    source = "--shape" if given else ""
+    if probe or given:
+        if request.data is not None:  # the data's sizes are the ones to check the graph at
+            given = {**_data_dims(request.data, signature), **given}
+        found = _search_shapes(onnx_path, signature, given, request.ref)
+        signature, found_shapes = found.signature, found.shapes
+        source = "--data" if request.data is not None else found.source
+    if request.data is not None:
+        eval_data = data.load_npz(request.data, signature)
+        source = "--data"
+    else:
+        eval_data = data.synthesize(signature, shapes=found_shapes)
+        source = source or "synthesized"
     return Model(
         name=request.name or name, onnx_path=onnx_path, signature=signature,
         task=request.task or task or infer_task(signature), eval_data=eval_data,
-        torch_factory=torch_factory, source=request.ref, description=description,
+        preprocessor=tensor_preprocessor(signature), torch_factory=torch_factory,
+        source=request.ref, description=description,
+        shapes=data.call_shapes(signature, eval_data.samples), shapes_source=source,
     )
+
+
+def _data_dims(path: Path, signature: Signature) -> dict[str, tuple[int | None, ...]]:
+    """The sizes ``--data`` holds, as ``--shape`` would give them (the batch axis left open)."""
+    arrays = data.read_arrays(path)
+    dims: dict[str, tuple[int | None, ...]] = {}
+    for spec in signature.inputs:
+        array = arrays.get(spec.name)
+        if array is not None and array.ndim == len(spec.shape):
+            dims[spec.name] = tuple(  # fixed dims are load_npz's to check, with its message
+                None if i == spec.batch_axis or isinstance(declared, int) else int(d)
+                for i, (declared, d) in enumerate(zip(spec.shape, array.shape, strict=True)))
+    return dims
+
+
+def _search_shapes(onnx_path: Path, signature: Signature,
+                   given: dict[str, tuple[int | None, ...]], ref: str) -> shapes.Found:
+    """Run ``models.shapes.search`` on an ONNX Runtime CPU session of the graph."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # a size that does not fit is expected here, not news
+    try:
+        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise ModelLoadError(f"model '{ref}': ONNX Runtime cannot load it: {_reason(exc)}") from exc
+    return shapes.search(session, signature, given, data.synthetic_feeds_at)
 
 
 def _reason(exc: BaseException) -> str:
@@ -209,9 +263,10 @@ def _load_onnx(request: LoadRequest) -> Model:
     if _fixed_batch(graph):
         external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.graph.initializer)
         dynamic = _make_batch_dynamic(onnx.load(str(path)), request.ref)  # weights and all
-        path = _store(lambda folder: onnx.save(
-            dynamic, str(folder / "model.onnx"), save_as_external_data=external), request)
-    return _finish(request, path, Path(request.ref).stem)
+        if dynamic is not None:
+            path = _store(lambda folder: onnx.save(
+                dynamic, str(folder / "model.onnx"), save_as_external_data=external), request)
+    return _finish(request, path, Path(request.ref).stem, probe=True)
 
 
 def _read_onnx(path: Path, ref: str, *, check: bool = False) -> onnx.ModelProto:
@@ -240,16 +295,27 @@ def _leading_dims(graph: onnx.ModelProto) -> Iterator[tuple[str, Any]]:
 
 
 def _fixed_batch(graph: onnx.ModelProto) -> dict[str, int]:
-    """Inputs and outputs whose leading axis has a fixed size, with that size."""
-    return {name: dim.dim_value for name, dim in _leading_dims(graph) if dim.HasField("dim_value")}
+    """The leading sizes when every input's leading axis is fixed at one same size (a model
+    exported at batch N); empty otherwise: a dynamic axis anywhere in front (``-1`` and
+    unnamed axes included), or leading sizes that differ (``input [1, 576]`` beside ``state
+    [2, 1, 128]``: axis 0 is not a batch axis there)."""
+    initializers = {i.name for i in graph.graph.initializer}
+    inputs = [v for v in graph.graph.input if v.name not in initializers]
+    leading = {}
+    for value in inputs:
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) == 0:
+            continue  # scalars (a sample rate) have no batch axis
+        if not (dims[0].HasField("dim_value") and dims[0].dim_value > 0):
+            return {}
+        leading[value.name] = int(dims[0].dim_value)
+    return leading if len(set(leading.values())) == 1 else {}
 
 
-def _make_batch_dynamic(graph: onnx.ModelProto, ref: str) -> onnx.ModelProto:
-    """A copy of ``graph`` whose fixed batch axes are dynamic, verified at batch 2.
-
-    Raises:
-        ModelLoadError: the fixed batch axis cannot be made dynamic (the graph hard-codes it).
-    """
+def _make_batch_dynamic(graph: onnx.ModelProto, ref: str) -> onnx.ModelProto | None:
+    """A copy of ``graph`` whose fixed batch axes are dynamic, verified at batch 2; None (and a
+    warning) when the graph hard-codes its batch size: it is then measured and served one
+    fixed-size call at a time."""
     fixed = _fixed_batch(graph)
     copy = onnx.ModelProto()
     copy.CopyFrom(graph)
@@ -260,11 +326,12 @@ def _make_batch_dynamic(graph: onnx.ModelProto, ref: str) -> onnx.ModelProto:
     try:  # zeros: only the shapes are checked, and zero is a valid token id
         _verify_batch(copy, {k: np.zeros_like(v) for k, v in feeds.items()})
     except ModelLoadError as exc:
-        raise ModelLoadError(
-            f"model '{ref}': expected a dynamic batch axis, got a fixed one {fixed} that the "
-            f"graph hard-codes ({exc}); re-export it with a dynamic batch axis, e.g. "
-            f"torch.onnx.export(..., dynamic_axes={{'<input>': {{0: 'batch'}}}})"
-        ) from exc
+        log.warning(
+            "model '%s' has a fixed batch axis %s that the graph hard-codes (%s): it is measured "
+            "and served one call of that size at a time; re-export it with a dynamic batch "
+            "axis (torch.onnx.export(..., dynamic_axes={'<input>': {0: 'batch'}})) to batch it",
+            ref, fixed, exc)
+        return None
     log.warning("model '%s' had a fixed batch axis %s; made it dynamic (checked at batch 2)",
                 ref, fixed)
     return copy
@@ -276,8 +343,10 @@ def _verify_batch(graph: onnx.ModelProto | Path, feeds: dict[str, np.ndarray]) -
 
     rows = len(next(iter(feeds.values())))
     source = str(graph) if isinstance(graph, Path) else graph.SerializeToString()
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # the failure is reported by the caller, in its own words
     try:
-        session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         outputs = session.run(None, feeds)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument types
         raise ModelLoadError(f"running it at batch {rows} failed: {_reason(exc)}") from exc

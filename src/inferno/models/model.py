@@ -68,7 +68,7 @@ class TensorPreprocessor:
         for name, rows in samples.items():
             axis = self.batch_axes.get(name, 0)
             if axis is None:
-                feeds[name] = rows[0]
+                feeds[name] = np.asarray(rows[0])  # a 0-d array, not a numpy scalar
             elif axis == 0:
                 feeds[name] = rows
             else:

@@ -221,7 +221,7 @@ def test_synthesize_shapes_dtypes_and_source() -> None:
     sig = Signature(
         (
             TensorSpec("x", "float32", ("batch", 3, "width")),
-            TensorSpec("h", "float16", (2, "batch_size")),
+            TensorSpec("h", "float16", (2, "batch_size"), batch_axis=1),
             TensorSpec("n", "int32", ("batch",)),
             TensorSpec("flag", "bool", ("batch", 1)),
         ),
@@ -232,7 +232,7 @@ def test_synthesize_shapes_dtypes_and_source() -> None:
     shapes = {k: (v.shape, v.dtype.name) for k, v in data.samples.items()}
     assert shapes == {
         "x": ((5, 3, OTHER_DIM), "float32"),
-        "h": ((2, OTHER_DIM), "float16"),  # a fixed leading axis stays as it is
+        "h": ((5, 2), "float16"),  # samples hold rows first, wherever the graph's batch axis is
         "n": ((5,), "int32"),
         "flag": ((5, 1), "bool"),
     }
