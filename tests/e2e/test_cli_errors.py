@@ -89,6 +89,13 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     assert "Traceback" in result.stderr
 
 
+def test_debug_after_the_subcommand_shows_the_traceback(tmp_path: Path) -> None:
+    """README puts --debug after the command, and the error hint says to add it."""
+    result = inferno("accelerate", "nope.onnx", "--debug", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr and "No such option" not in result.stderr
+
+
 def test_hardware_json(tmp_path: Path) -> None:
     import json
 

@@ -21,7 +21,9 @@ state: dict[str, bool] = {"debug": False}
 
 
 @app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False) -> None:
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs "
+                                                               "(also accepted after the command).")] = False) -> None:
+    debug = debug or state["debug"]  # main() may have taken it from after the subcommand
     state["debug"] = debug
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -33,8 +35,20 @@ def new_progress() -> Progress:
                     console=err, transient=True)
 
 
+def _take_debug(argv: list[str]) -> list[str]:
+    """``--debug`` anywhere before ``--`` (README shows it after the subcommand; click only
+    takes a group's options before it): set the flag and drop it from the arguments."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    if "--debug" not in argv[:end]:
+        return argv
+    _root(debug=True)
+    return [a for i, a in enumerate(argv) if not (a == "--debug" and i < end)]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user mistakes are one line on stderr and exit code 2."""
+    state["debug"] = False
+    argv = _take_debug(list(sys.argv[1:] if argv is None else argv))
     try:
         app(args=argv, standalone_mode=False)
     except InfernoError as exc:

@@ -139,6 +139,9 @@ def accelerate(
     threads: Annotated[int | None, typer.Option(help="Runtime threads (default: all cores).")] = None,
     repository: Annotated[Path, typer.Option(help="Model repository folder.")] = Path("model_repository"),
     data: Annotated[Path | None, typer.Option(help="Evaluation data .npz (arrays named like inputs, optional 'labels').")] = None,
+    shape: Annotated[list[str] | None, typer.Option(
+        "--shape", metavar="NAME:DIMS", help="Sizes of an input's dynamic axes, e.g. x:N,3,320,320 "
+                                             "(repeatable; default: sizes the graph is found to accept).")] = None,
     trust: Annotated[bool, typer.Option(help="Allow loading a pickle (it can run arbitrary code).")] = False,
     task: Annotated[str | None, typer.Option(help="Override the task: classification, embedding, regression, other.")] = None,
     name: Annotated[str | None, typer.Option(help="Name in the repository (default: the model's).")] = None,
@@ -165,7 +168,7 @@ def accelerate(
     if runtimes:
         settings["runtimes"] = tuple(r.strip() for r in runtimes.split(",") if r.strip())
     report = _accelerate_with_progress(model, repository=repository, trust=trust, data=data, task=task,
-                                       name=name, **settings)
+                                       name=name, shapes=tuple(shape or ()), **settings)
     if as_json:
         print(report.to_json())
         return

@@ -12,7 +12,9 @@ Two registered runtimes:
 from __future__ import annotations
 
 import importlib.util
+import re
 import threading
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,6 +23,26 @@ from inferno.errors import RuntimeUnavailableError
 from inferno.runtimes.base import Artifact, Feeds, Runtime, device_of, register
 
 PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+
+
+OPENVINO_NOISE = re.compile(r"^(Exception from src/|Check '.*' failed at src/)")
+"""OpenVINO's messages open with source locations, one line per layer the error crossed."""
+
+
+def openvino_reason(exc: BaseException, limit: int = 300) -> str:
+    """The lines of an OpenVINO error that say something, joined, cut at ``limit`` characters."""
+    lines = [line.strip() for line in str(exc).splitlines()]
+    said = [line for line in lines if line and not OPENVINO_NOISE.match(line)]
+    text = " ".join(said or [line for line in lines if line] or [type(exc).__name__])
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _batch_first(path: Path) -> bool:
+    import onnx
+
+    from inferno.models.signature import Signature
+
+    return Signature.from_onnx(onnx.load(str(path), load_external_data=False)).batch_first
 
 
 @register
@@ -79,10 +101,11 @@ class OpenVinoRuntime(Runtime):
         try:
             compiled = core.compile_model(str(artifact.onnx_path), device, config)
         except RuntimeError as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise RuntimeUnavailableError(
-                f"openvino cannot compile {artifact.onnx_path.name}: {first_line}"
+                f"openvino cannot compile {artifact.onnx_path.name}: {openvino_reason(exc)}"
             ) from exc
+        # Streams split a batch along axis 0: only where every tensor has its rows there.
+        self._splittable = self.streams > 1 and _batch_first(artifact.onnx_path)
         self._requests = [compiled.create_infer_request() for _ in range(self.streams)]
         self._lock = threading.Lock()  # infer requests are not shareable between callers
         self._outputs = compiled.outputs
@@ -94,7 +117,7 @@ class OpenVinoRuntime(Runtime):
 
     def run(self, feeds: Feeds) -> list[np.ndarray]:
         feeds = {k: v for k, v in feeds.items() if k in self._inputs}
-        batch = len(next(iter(feeds.values())))
+        batch = len(next(iter(feeds.values()))) if self._splittable else 1
         parts = min(len(self._requests), batch)
         with self._lock:
             if parts <= 1:
