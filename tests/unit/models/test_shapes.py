@@ -140,3 +140,23 @@ def test_data_in_graph_layout_becomes_rows(tmp_path: Path) -> None:
     assert model.shapes_source == "--data" and len(model.eval_data) == 5
     feeds = model.preprocessor.encode(model.eval_data.take(2).samples)
     np.testing.assert_array_equal(feeds["state"], state[:, :2])
+
+
+def _anonymous_image(path: Path) -> Path:
+    """x [-1, 3, ?, ?] → GlobalAveragePool → y [-1, 3, 1, 1]: how PaddleOCR's exports read."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, None, None])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 3, 1, 1])
+    node = helper.make_node("GlobalAveragePool", ["x"], ["y"])
+    return _save(helper.make_graph([node], "anon", [x], [y]), path)
+
+
+def test_data_with_two_unnamed_axes_of_different_sizes(tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """'?' height and width are two axes, not one shared one; -1 is dynamic, not 'fixed'."""
+    path = _anonymous_image(tmp_path / "anon.onnx")
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 3, 48, 192), np.float32))
+    with caplog.at_level("WARNING", logger="inferno.models.loaders"):
+        model = load_model(str(path), data=tmp_path / "d.npz")
+    assert "fixed batch" not in caplog.text
+    assert model.onnx_path.resolve() == path.resolve()  # nothing to make dynamic
+    assert model.shapes == {"x": (1, 3, 48, 192)} and len(model.eval_data) == 4
