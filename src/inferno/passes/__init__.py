@@ -6,6 +6,7 @@ pass runs.
 =====================  =========  ==================================================
 pass                   precision  what it does
 =====================  =========  ==================================================
+prepare                fp32       Constant-node weights → initializers, opset → 13 (exact)
 graph_optimization     fp32       ORT graph optimizations, saved offline
 transformer_fusion     fp32       ORT transformer fusions (Attention, SkipLayerNorm)
 int8_dynamic           int8       ``quantize_dynamic``: INT8 weights, runtime ranges
@@ -18,6 +19,7 @@ fp16_compute           fp16       FP32 graph, computed in FP16 by the runtime (G
 =====================  =========  ==================================================
 """
 
+from inferno.passes._io import INTEGER_OPS, integer_op_count, op_counts
 from inferno.passes.base import PASSES, Pass, PassContext, PassOptions, make_pass, register
 from inferno.passes.bf16 import Bf16
 from inferno.passes.fp16 import Fp16, Fp16Compute
@@ -26,9 +28,11 @@ from inferno.passes.int8_dynamic import Int8Dynamic
 from inferno.passes.int8_static import Int8Static
 from inferno.passes.int8_weight_only import Int8WeightOnly
 from inferno.passes.mixed_precision import MixedPrecision, MixedPrecisionReport, Sensitivity
+from inferno.passes.prepare import Prepare
 from inferno.passes.transformer_fusion import TransformerFusion
 
 __all__ = [
+    "INTEGER_OPS",
     "PASSES",
     "Bf16",
     "Fp16",
@@ -42,8 +46,11 @@ __all__ = [
     "Pass",
     "PassContext",
     "PassOptions",
+    "Prepare",
     "Sensitivity",
     "TransformerFusion",
+    "integer_op_count",
     "make_pass",
+    "op_counts",
     "register",
 ]

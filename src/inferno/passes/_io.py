@@ -99,6 +99,78 @@ def cpu_session(model: Path | bytes, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
+QDQ_AXIS_OPSET = 13
+"""First default-domain opset whose ``QuantizeLinear``/``DequantizeLinear`` take ``axis``:
+per-channel QDQ graphs need it (ORT's static quantizer writes ``axis`` regardless)."""
+
+
+def default_opset(model: onnx.ModelProto) -> int | None:
+    """The graph's default-domain (``ai.onnx``) opset version, or None when it imports none."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def require_qdq_axis(model: onnx.ModelProto, what: str, src: Path) -> None:
+    """Fail before quantizing when per-channel QDQ would write a graph ORT cannot load.
+
+    Raises:
+        PassError: the default-domain opset is below ``QDQ_AXIS_OPSET``.
+    """
+    opset = default_opset(model)
+    if opset is not None and opset < QDQ_AXIS_OPSET:
+        raise PassError(
+            f"{what}: per-channel QDQ needs opset >= {QDQ_AXIS_OPSET}, '{src}' has opset "
+            f"{opset}; run the 'prepare' pass first (or per_channel=False)"
+        )
+
+
 def op_types(model: onnx.ModelProto) -> set[str]:
     """Op types used by the main graph."""
     return {node.op_type for node in model.graph.node}
+
+
+INTEGER_OPS = frozenset(
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "MatMulInteger",
+        "ConvInteger",
+        "MatMulIntegerToFloat",
+        "DynamicQuantizeMatMul",
+        "DynamicQuantizeLSTM",
+        "QGemm",
+        "QAttention",
+        "MatMulNBits",
+    }
+)
+"""Op types that compute or convert in integers; every ``QLinear*`` op counts too (see
+``is_integer_op``). An ``int8`` label must be backed by some of these in the graph."""
+
+
+def is_integer_op(op_type: str) -> bool:
+    """True for the op types of ``INTEGER_OPS`` and for any ``QLinear*`` op (QLinearConv, ...)."""
+    return op_type in INTEGER_OPS or op_type.startswith("QLinear")
+
+
+def _nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _nodes(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    yield from _nodes(sub)
+
+
+def op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    """Node count by op type, over the main graph and every subgraph (If/Loop/Scan bodies)."""
+    counts: dict[str, int] = {}
+    for node in _nodes(model.graph):
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def integer_op_count(counts: dict[str, int]) -> int:
+    """How many of the nodes counted in ``counts`` (see ``op_counts``) are integer ops."""
+    return sum(n for op, n in counts.items() if is_integer_op(op))

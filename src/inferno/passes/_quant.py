@@ -94,12 +94,17 @@ class _DropPreprocessHints(logging.Filter):
 
 @contextlib.contextmanager
 def quiet_hints() -> Iterator[None]:
-    """Drop ORT's repeated pre-processing hint for the duration of a call; other logs pass."""
+    """Drop ORT's repeated pre-processing hint for the duration of a call; other logs pass.
+
+    Every call into ORT's quantization tools runs inside it (``preprocess``,
+    ``quantize_dynamic``, ``quantize_static`` and through them ``mixed_precision``): their
+    ``print()`` calls (calibrator progress, ``ONNXModel`` warnings) go to stderr, so stdout
+    carries only what the CLI writes (``--json``).
+    """
     hint_filter = _DropPreprocessHints()
     root = logging.getLogger()
     root.addFilter(hint_filter)
     try:
-        # ORT's entropy/percentile calibrators print() their progress; stdout carries --json.
         with contextlib.redirect_stdout(sys.stderr):
             yield
     finally:
@@ -122,7 +127,7 @@ def preprocess(src: Path, work: Path) -> Path:
     out = work / "preprocessed.onnx"
     for skip_symbolic in (False, True):
         try:
-            with contextlib.chdir(work):
+            with contextlib.chdir(work), quiet_hints():
                 quant_pre_process(str(src), str(out), skip_symbolic_shape=skip_symbolic)
         except Exception as exc:  # ORT raises bare Exception for incomplete shape inference
             log.debug("quant_pre_process(skip_symbolic_shape=%s) failed: %s", skip_symbolic, exc)

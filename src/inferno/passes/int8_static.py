@@ -12,7 +12,7 @@ from pydantic import Field
 
 from inferno.errors import PassError
 from inferno.passes import _quant
-from inferno.passes._io import load_model, op_types, translate_errors
+from inferno.passes._io import load_model, op_types, require_qdq_axis, translate_errors
 from inferno.passes.base import Pass, PassContext, PassOptions, register
 
 log = logging.getLogger(__name__)
@@ -65,13 +65,16 @@ class Int8Static(Pass):
 
         Raises:
             PassError: no calibration data, a batch lacking a graph input, an unreadable
-                ``src``, or a failure inside ORT's quantizer.
+                ``src``, per-channel on an opset below 13 (run ``prepare`` first), or a
+                failure inside ORT's quantizer.
         """
         if not ctx.calibration:
             raise PassError(
                 f"{self.name}: needs calibration batches (PassContext.calibration is empty)"
             )
         model = load_model(src, self.name, weights=False)
+        if self.options.per_channel:
+            require_qdq_axis(model, self.name, src)
         feeds = _quant.model_feeds(ctx.calibration, model, self.name, self.options.max_samples)
         exclude = tuple(self.options.nodes_to_exclude) + output_tail(model)
         del model

@@ -19,7 +19,13 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from inferno.passes._io import load_model, save_model, translate_errors
+from inferno.passes._io import (
+    QDQ_AXIS_OPSET,
+    default_opset,
+    load_model,
+    save_model,
+    translate_errors,
+)
 from inferno.passes.base import Pass, PassContext, PassOptions, register
 
 
@@ -40,8 +46,7 @@ class Int8WeightOnly(Pass):
 
     def applies_to(self, model: onnx.ModelProto, ctx: PassContext) -> bool:
         """True when some MatMul has a large constant float weight (and opset >= 13 for ``axis``)."""
-        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-        return opset >= 13 and bool(self._targets(model))
+        return (default_opset(model) or 0) >= QDQ_AXIS_OPSET and bool(self._targets(model))
 
     def _targets(self, model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
         inits = {i.name: i for i in model.graph.initializer}

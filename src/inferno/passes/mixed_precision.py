@@ -36,7 +36,14 @@ from pydantic import Field
 from inferno.errors import PassError
 from inferno.passes import _quant
 from inferno.passes._graft import graft, single_node_model, value_types
-from inferno.passes._io import PROTOBUF_LIMIT, load_model, op_types, save_model, translate_errors
+from inferno.passes._io import (
+    PROTOBUF_LIMIT,
+    load_model,
+    op_types,
+    require_qdq_axis,
+    save_model,
+    translate_errors,
+)
 from inferno.passes._sensitivity import (
     Candidate,
     Evaluator,
@@ -300,7 +307,8 @@ class MixedPrecision(Pass):
         """Measure, search and write the mixed graph to ``dst``; fills ``self.report``.
 
         Raises:
-            PassError: no calibration data, no candidate nodes, unreadable ``src``, or a
+            PassError: no calibration data, no candidate nodes, unreadable ``src``, a
+                per-channel static base on an opset below 13 (run ``prepare`` first), or a
                 failure inside ORT.
         """
         if not ctx.calibration:
@@ -308,6 +316,8 @@ class MixedPrecision(Pass):
                 f"{self.name}: needs calibration batches (PassContext.calibration is empty)"
             )
         model = load_model(src, self.name, weights=False)
+        if self.options.base == "static" and self.options.per_channel:
+            require_qdq_axis(model, self.name, src)
         feeds = _quant.model_feeds(ctx.calibration, model, self.name, self.options.max_samples)
         with (
             tempfile.TemporaryDirectory(prefix="inferno-mixed-") as tmp,

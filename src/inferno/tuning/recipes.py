@@ -38,6 +38,13 @@ def _r(name: str, steps: list[tuple[str, dict[str, Any]]], precision: str, descr
     return Recipe(name, tuple(steps), precision, description, frozenset(tags), compute, hints)
 
 
+PREPARE: tuple[str, dict[str, Any]] = ("prepare", {})
+"""First step of every recipe that quantizes: Constant-node weights become initializers and
+old opsets are upgraded, so the INT8 passes find weights on third-party graphs."""
+
+PREPARATION_PASSES = frozenset({"prepare"})
+"""Passes a recipe skips, rather than gives up on, when they do not apply (nothing to do)."""
+
 # OpenVINO's activation group for INT8-weight MatMuls: measured on minilm (benchmarks/accelerate_cpu.py).
 DQ_GROUP = 128
 
@@ -50,29 +57,30 @@ RECIPES: dict[str, Recipe] = {
            "ONNX Runtime graph optimizations applied offline"),
         _r("fp32-fused", [("transformer_fusion", {})], "fp32",
            "transformer fusions (attention, skip-layernorm, bias-gelu)", ("text",)),
-        _r("int8-dynamic", [("int8_dynamic", {"per_channel": False})], "int8",
+        _r("int8-dynamic", [PREPARE, ("int8_dynamic", {"per_channel": False})], "int8",
            "dynamic INT8 MatMul, per-tensor weights"),
-        _r("int8-dynamic-pc", [("int8_dynamic", {"per_channel": True})], "int8",
+        _r("int8-dynamic-pc", [PREPARE, ("int8_dynamic", {"per_channel": True})], "int8",
            "dynamic INT8 MatMul, per-channel weights"),
         _r("fused-int8-dynamic-pc",
-           [("transformer_fusion", {"attention": False}), ("int8_dynamic", {"per_channel": True})],
+           [PREPARE, ("transformer_fusion", {"attention": False}),
+            ("int8_dynamic", {"per_channel": True})],
            "int8", "skip-layernorm/gelu fusions, then dynamic INT8 per-channel", ("text",)),
-        _r("int8-static-minmax", [("int8_static", {"method": "minmax"})], "int8",
+        _r("int8-static-minmax", [PREPARE, ("int8_static", {"method": "minmax"})], "int8",
            "static INT8 QDQ, MinMax calibration"),
-        _r("int8-static-entropy", [("int8_static", {"method": "entropy"})], "int8",
+        _r("int8-static-entropy", [PREPARE, ("int8_static", {"method": "entropy"})], "int8",
            "static INT8 QDQ, entropy calibration", ("vision",)),
-        _r("int8-static-percentile", [("int8_static", {"method": "percentile"})], "int8",
+        _r("int8-static-percentile", [PREPARE, ("int8_static", {"method": "percentile"})], "int8",
            "static INT8 QDQ, percentile calibration", ("vision",)),
-        _r("int8-mixed", [("mixed_precision", {"base": "dynamic"})], "mixed",
+        _r("int8-mixed", [PREPARE, ("mixed_precision", {"base": "dynamic"})], "mixed",
            "dynamic INT8 keeping the most error-sensitive MatMuls in FP32", ("text",)),
-        _r("int8-mixed-static", [("mixed_precision", {"base": "static"})], "mixed",
+        _r("int8-mixed-static", [PREPARE, ("mixed_precision", {"base": "static"})], "mixed",
            "static INT8 keeping the most error-sensitive nodes in FP32", ("vision",)),
         _r("bf16", [("bf16", {})], "fp32", "FP32 graph computed in BF16 by the runtime",
            compute="bf16"),
-        _r("int8w", [("int8_weight_only", {})], "int8w",
+        _r("int8w", [PREPARE, ("int8_weight_only", {})], "int8w",
            "INT8 weights; activations quantized per group at run time (OpenVINO)",
            dynamic_quantization_group_size=DQ_GROUP),
-        _r("int8w-bf16", [("int8_weight_only", {}), ("bf16", {})], "int8w",
+        _r("int8w-bf16", [PREPARE, ("int8_weight_only", {}), ("bf16", {})], "int8w",
            "INT8 weights with per-group dynamic activation quantization; the rest in BF16",
            compute="bf16", dynamic_quantization_group_size=DQ_GROUP),
         _r("fp16", [("fp16", {})], "fp16", "FP16 graph with FP32 inputs/outputs (GPU only)"),

@@ -217,6 +217,80 @@ def tiny_bert(path: Path, seed: int = 0, layers: int = 2) -> Path:
     return path
 
 
+def third_party(
+    model: onnx.ModelProto, opset: int | None = None, ir_version: int | None = None
+) -> onnx.ModelProto:
+    """``model`` as Paddle2ONNX-style exporters write it: every initializer a ``Constant`` node.
+
+    The Constant nodes come first and keep the initializers' names; ``opset`` (an old one,
+    e.g. 11) replaces the default-domain version, ``ir_version`` the IR version. The graph's
+    ops must mean the same at that opset (MatMul, Conv, Gemm, Relu, ... do).
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    constants = [
+        helper.make_node("Constant", [], [init.name], name=f"{init.name}_Constant", value=init)
+        for init in graph.initializer
+    ]
+    nodes = constants + list(graph.node)
+    del graph.initializer[:]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    if opset is not None:
+        for entry in out.opset_import:
+            if entry.domain in ("", "ai.onnx"):
+                entry.version = opset
+    if ir_version is not None:
+        out.ir_version = ir_version
+    onnx.checker.check_model(out)
+    return out
+
+
+def if_net(seed: int = 0) -> onnx.ModelProto:
+    """``y = If(flag, then: x @ W, else: relu(x) @ (W * 2))`` with ``W`` a main-graph Constant.
+
+    Both branches read ``W`` from the outer scope; the else branch holds a Constant of its own
+    (the 2). Inputs: ``x [batch, 8]`` float, ``flag []`` bool.
+    """
+    rng = np.random.default_rng(seed)
+    weight = _tensor("W", rng.normal(0, 0.5, (8, 4)))
+    out_info = helper.make_tensor_value_info("branch_out", TensorProto.FLOAT, None)
+    then_graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["branch_out"], name="then/MatMul")],
+        "then",
+        [],
+        [out_info],
+    )
+    two = helper.make_node(
+        "Constant", [], ["two"], name="else/two", value=_tensor("", np.array(2.0))
+    )
+    else_out = helper.make_tensor_value_info("branch_out", TensorProto.FLOAT, None)
+    else_graph = helper.make_graph(
+        [
+            two,
+            helper.make_node("Mul", ["W", "two"], ["W2"], name="else/Mul"),
+            helper.make_node("Relu", ["x"], ["rx"], name="else/Relu"),
+            helper.make_node("MatMul", ["rx", "W2"], ["branch_out"], name="else/MatMul"),
+        ],
+        "else",
+        [],
+        [else_out],
+    )
+    nodes = [
+        helper.make_node("Constant", [], ["W"], name="W_Constant", value=weight),
+        helper.make_node(
+            "If", ["flag"], ["y"], name="/If", then_branch=then_graph, else_branch=else_graph
+        ),
+    ]
+    inputs = [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8]),
+        helper.make_tensor_value_info("flag", TensorProto.BOOL, []),
+    ]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])]
+    return _model(nodes, inputs, outputs, [], "if_net")
+
+
 def random_feeds(
     model: onnx.ModelProto,
     batches: int,

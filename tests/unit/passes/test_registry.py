@@ -15,6 +15,7 @@ from .graphs import mlp, random_feeds
 from .support import context, corrupt_model
 
 EXPECTED = {
+    "prepare": "fp32",
     "graph_optimization": "fp32",
     "transformer_fusion": "fp32",
     "int8_dynamic": "int8",
@@ -33,11 +34,15 @@ def test_importing_the_package_registers_every_pass_with_its_precision() -> None
 
 def test_all_is_curated_and_importable() -> None:
     assert set(inferno.passes.__all__) == {
+        "INTEGER_OPS",
         "PASSES",
         "Pass",
         "PassContext",
         "PassOptions",
+        "Prepare",
+        "integer_op_count",
         "make_pass",
+        "op_counts",
         "register",
         "Bf16",
         "Fp16",
