@@ -144,10 +144,10 @@ def _check_shared_dims(signature: Signature, samples: dict[str, np.ndarray], whe
     seen: dict[str, tuple[int, str]] = {}
     for spec in signature.inputs:
         shape = samples[spec.name].shape
-        axis = spec.batch_axis
-        named = [("batch length", shape[axis])] if axis is not None else []
+        batch = spec.batch_axis
+        named = [("batch length", shape[batch])] if batch is not None else []
         named += [(repr(d), s) for i, (d, s) in enumerate(zip(spec.shape, shape, strict=True))
-                  if isinstance(d, str) and i != axis and not is_anonymous(d)]
+                  if isinstance(d, str) and i != batch and not is_anonymous(d)]
         for axis, size in named:
             first = seen.setdefault(axis, (size, spec.name))
             if first[0] != size:

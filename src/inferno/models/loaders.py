@@ -181,12 +181,13 @@ def _finish(request: LoadRequest, onnx_path: Path, name: str, *, task: Task | No
     else:
         eval_data = data.synthesize(signature, shapes=found_shapes)
         source = source or "synthesized"
+    rows = eval_data.samples if isinstance(eval_data.samples, dict) else {}  # tensors: always
     return Model(
         name=request.name or name, onnx_path=onnx_path, signature=signature,
         task=request.task or task or infer_task(signature), eval_data=eval_data,
         preprocessor=tensor_preprocessor(signature), torch_factory=torch_factory,
         source=request.ref, description=description,
-        shapes=data.call_shapes(signature, eval_data.samples), shapes_source=source,
+        shapes=data.call_shapes(signature, rows), shapes_source=source,
     )
 
 
