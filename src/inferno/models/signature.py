@@ -159,7 +159,8 @@ def guess_batch_axes(specs: list[TensorSpec]) -> dict[str, int | None]:
     identifies, else the name on axis 0 of the first tensor whose axis 0 is named; a tensor
     that has that name somewhere has its batch there (``state [2, batch, 128]``: axis 1).
     Elsewhere (exporters name output axes anew), axis 0 when it is dynamic, else the one
-    dynamic axis of a tensor whose other axes are fixed; else None (scalars, fixed sizes).
+    unnamed dynamic axis of a tensor whose other axes are fixed; else None (scalars, fixed
+    sizes, ``image [1, 1, 64, width]``: a named axis other than the batch is not rows).
     """
     named = [d for s in specs for d in s.shape if isinstance(d, str) and not is_anonymous(d)]
     batch = next((n for n in BATCH_NAMES if n in named), None)
@@ -173,8 +174,8 @@ def guess_batch_axes(specs: list[TensorSpec]) -> dict[str, int | None]:
             axes[spec.name] = spec.shape.index(batch)
         elif dynamic and dynamic[0] == 0:
             axes[spec.name] = 0
-        elif len(dynamic) == 1:
-            axes[spec.name] = dynamic[0]
+        elif len(dynamic) == 1 and is_anonymous(spec.shape[dynamic[0]]):
+            axes[spec.name] = dynamic[0]  # state [2, ?, 128]; a named axis (width) is not rows
         else:
             axes[spec.name] = None
     return axes

@@ -141,3 +141,10 @@ def test_old_plans_without_batch_axes_read_as_axis_0() -> None:
     spec = TensorSpec.from_dict({"name": "x", "dtype": "float32", "shape": ["batch", 4]})
     scalar = TensorSpec.from_dict({"name": "sr", "dtype": "int64", "shape": []})
     assert spec.batch_axis == 0 and scalar.batch_axis is None
+
+
+def test_a_named_width_beside_a_fixed_leading_axis_is_not_the_batch() -> None:
+    """ddddocr's ``input1 [1, 1, 64, image_width]``: the width is not rows."""
+    sig = _signature([_value("input1", TensorProto.FLOAT, [1, 1, 64, "image_width"])],
+                     [_value("out", TensorProto.FLOAT, [1, "seqlen"])])
+    assert sig.inputs[0].batch_axis is None
