@@ -34,6 +34,13 @@ class Budget(BaseModel):
     min_cosine_min: float = Field(0.95, ge=-1.0, le=1.0)
     """Embeddings and other outputs: smallest allowed worst-case cosine similarity."""
 
+    min_snr_db: float = Field(30.0, ge=0.0, le=300.0)
+    """Regression and other outputs (not classifiers, not embeddings): the alternative to the
+    cosine criteria, smallest allowed signal-to-noise ratio in dB over all output elements,
+    ``10·log10(Σref² / Σ(out−ref)²)``. Cosine misjudges rows near zero (a detector's scores
+    of ~1e-5 that differ by 1e-7 can have cosine 0.97): either criterion passing is enough.
+    30 dB is an error energy of 0.1 % of the output's."""
+
     @model_validator(mode="after")
     def _mean_not_below_min(self) -> Budget:
         if self.min_cosine_min > self.min_cosine_mean:
@@ -46,7 +53,8 @@ class Budget(BaseModel):
     def describe(self) -> str:
         return (
             f"accuracy drop <= {self.max_accuracy_drop * 100:g} pt; "
-            f"cosine mean >= {self.min_cosine_mean:g}, min >= {self.min_cosine_min:g}"
+            f"cosine mean >= {self.min_cosine_mean:g}, min >= {self.min_cosine_min:g} "
+            f"(regression/other: or SNR >= {self.min_snr_db:g} dB)"
         )
 
 
@@ -57,6 +65,8 @@ _BUDGET_KEYS = {
     "cos_mean": "min_cosine_mean",
     "cosine_min": "min_cosine_min",
     "cos_min": "min_cosine_min",
+    "snr": "min_snr_db",
+    "snr_db": "min_snr_db",
 }
 
 
@@ -64,7 +74,9 @@ def parse_budget(text: str) -> Budget:
     """Parse ``--budget``.
 
     Accepts an accuracy drop (``1%``, ``0.5pt``, ``0.005``) and/or ``key=value`` pairs
-    separated by commas: ``accuracy=0.5%``, ``cosine_mean=0.995``, ``cosine_min=0.97``.
+    separated by commas: ``accuracy=0.5%``, ``cosine_mean=0.995``, ``cosine_min=0.97``,
+    ``snr=30dB`` (or ``snr_db=30``: the signal-to-noise ratio that regression and other
+    outputs may pass instead of the cosine criteria; a bare ``30dB`` means the same).
 
     Raises:
         ConfigError: naming the part that could not be read.
@@ -74,12 +86,16 @@ def parse_budget(text: str) -> Budget:
         if not part:
             continue
         key, _, value = part.rpartition("=")
-        field = _BUDGET_KEYS.get(key.strip().lower() or "accuracy")
+        default = "snr" if value.strip().lower().endswith("db") else "accuracy"
+        field = _BUDGET_KEYS.get(key.strip().lower() or default)
         if field is None:
             raise ConfigError(
                 f"--budget: unknown key {key!r}; expected one of {', '.join(sorted(_BUDGET_KEYS))}"
             )
-        fields[field] = _parse_number(value.strip(), percent=field == "max_accuracy_drop")
+        if field == "min_snr_db":
+            fields[field] = _parse_decibels(value.strip())
+        else:
+            fields[field] = _parse_number(value.strip(), percent=field == "max_accuracy_drop")
     try:
         return Budget(**fields)
     except ValidationError as exc:
@@ -94,6 +110,13 @@ def _parse_number(value: str, *, percent: bool) -> float:
     if match.group(2) or (percent and number >= 1):
         return number / 100
     return number
+
+
+def _parse_decibels(value: str) -> float:
+    match = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*(db)?", value, flags=re.IGNORECASE)
+    if match is None:
+        raise ConfigError(f"--budget: snr: expected decibels like 30dB or 30, got {value!r}")
+    return float(match.group(1))
 
 
 def describe_validation_error(exc: ValidationError) -> str:

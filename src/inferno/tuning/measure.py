@@ -2,14 +2,17 @@
 
 Timing: warm up first, then repeat and take medians. Latency is batch 1 over real samples
 (one at a time, each at its own length); throughput runs real batches of the serving size,
-each padded only to its longest sample.
+each padded only to its longest sample. Rows are counted by the model's ``Signature.rows``
+(its batch axis need not be axis 0 of its first input). ``MachineLoad`` says whether other
+work competed for the CPUs while the figures were taken.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +20,9 @@ import psutil
 
 from inferno.models.model import EvalData, Model
 from inferno.runtimes.base import Feeds, Runtime
+
+Rows = Callable[[Feeds], int]
+"""How many rows (samples) a call's feeds hold: ``Signature.rows``."""
 
 
 @dataclass(frozen=True)
@@ -76,27 +82,52 @@ def latencies_ms(runtime: Runtime, singles: Sequence[Feeds], repeats: int) -> li
     return times
 
 
-def batches_per_s(runtime: Runtime, batches: Sequence[Feeds]) -> float:
+def batches_per_s(runtime: Runtime, batches: Sequence[Feeds], rows: Rows) -> float:
     """Samples per second over one pass of the batches."""
-    samples = sum(len(next(iter(f.values()))) for f in batches)
+    samples = sum(rows(f) for f in batches)
     start = time.perf_counter()
     for feeds in batches:
         runtime.run(feeds)
     return samples / (time.perf_counter() - start)
 
 
+def timed_unit(runtime: Runtime, feeds: Sequence[Feeds], rows: Rows,
+               min_seconds: float) -> Callable[[], list[tuple[float, float]]]:
+    """A turn of work for interleaved timing: one untimed call (to wake the runtime's
+    threads), then the next feeds, cycling, until ``min_seconds`` of timed calls (at least
+    one); returns (seconds, rows) for each timed call."""
+    position = 0
+
+    def call() -> tuple[float, float]:
+        nonlocal position
+        feed = feeds[position % len(feeds)]
+        position += 1
+        start = time.perf_counter()
+        runtime.run(feed)
+        return time.perf_counter() - start, float(rows(feed))
+
+    def unit() -> list[tuple[float, float]]:
+        call()
+        calls = [call()]
+        while sum(seconds for seconds, _ in calls) < min_seconds:
+            calls.append(call())
+        return calls
+
+    return unit
+
+
 def time_runtime(runtime: Runtime, singles: Sequence[Feeds], batches: Sequence[Feeds],
-                 repeats: int, warmup: int) -> tuple[float, float, float]:
+                 repeats: int, warmup: int, rows: Rows) -> tuple[float, float, float]:
     """(p50 ms, p99 ms) at batch 1 and samples/s at the serving batch size (median of passes)."""
     for feeds in list(singles[:warmup]) + list(batches[:warmup]):
         runtime.run(feeds)
     latencies = latencies_ms(runtime, singles, repeats)
-    rounds = max(3, repeats // max(1, len(batches)))
-    rates = [batches_per_s(runtime, batches) for _ in range(rounds)]
+    passes = max(3, repeats // max(1, len(batches)))
+    rates = [batches_per_s(runtime, batches, rows) for _ in range(passes)]
     return float(np.percentile(latencies, 50)), float(np.percentile(latencies, 99)), float(np.median(rates))
 
 
-def energy_per_inference(runtime: Runtime, batches: Sequence[Feeds], device: str,
+def energy_per_inference(runtime: Runtime, batches: Sequence[Feeds], device: str, rows: Rows,
                          min_seconds: float | None = None) -> tuple[float | None, str | None]:
     """Joules per sample at the serving batch size, and where the figure came from.
 
@@ -115,7 +146,87 @@ def energy_per_inference(runtime: Runtime, batches: Sequence[Feeds], device: str
         while time.perf_counter() - start < window:
             for feeds in batches:
                 runtime.run(feeds)
-                samples += len(next(iter(feeds.values())))
+                samples += rows(feeds)
     if meter.joules is None or samples == 0:
         return None, None
     return meter.joules / samples, meter.source
+
+
+SPIN_LOOPS = 200_000
+"""Iterations of the fixed pure-Python loop ``spin_ms`` times (about 10 ms on a 2020s core)."""
+
+
+def spin_ms(tries: int = 3) -> float:
+    """The best of ``tries`` runs of a fixed pure-Python loop, in ms: a yardstick of how fast
+    this process runs now, compared before and after the measurements (well under 0.1 s)."""
+    best = float("inf")
+    for _ in range(tries + 1):  # the first run only warms up (bytecode caches, clock ramp-up)
+        start = time.perf_counter()
+        total = 0
+        for i in range(SPIN_LOOPS):
+            total += i * i
+        if _ > 0:
+            best = min(best, (time.perf_counter() - start) * 1e3)
+    return best
+
+
+@dataclass(frozen=True)
+class LoadReading:
+    """What ``MachineLoad`` saw over a stretch of measurements."""
+
+    seconds: float
+    foreign_share: float | None
+    """CPU time other processes used on this process's CPUs, as a share of their capacity
+    over the stretch (0: nothing else ran; None: the system does not say)."""
+    spin_before_ms: float
+    spin_after_ms: float
+
+    @property
+    def spin_ratio(self) -> float:
+        """Spin time after over before: above 1, this process ran slower at the end."""
+        return self.spin_after_ms / max(self.spin_before_ms, 1e-9)
+
+
+class MachineLoad:
+    """Times ``spin_ms`` on entry and exit and counts the other processes' CPU use in between."""
+
+    def __init__(self) -> None:
+        self._cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        self._proc = psutil.Process()
+        self.reading: LoadReading | None = None
+
+    def _busy(self) -> tuple[float, float] | None:
+        """(seconds all processes were busy on our CPUs, seconds this process was)."""
+        try:
+            per_cpu = psutil.cpu_times(percpu=True)
+            cpus = self._cpus if self._cpus is not None else range(len(per_cpu))
+            busy = sum(_busy_seconds(per_cpu[i]) for i in cpus if i < len(per_cpu))
+            own = self._proc.cpu_times()
+        except (OSError, psutil.Error):
+            return None
+        return busy, own.user + own.system + own.children_user + own.children_system
+
+    def __enter__(self) -> MachineLoad:
+        self._spin = spin_ms()
+        self._start = time.perf_counter()
+        self._busy_start = self._busy()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        seconds = time.perf_counter() - self._start
+        end = self._busy()
+        share = None
+        if self._busy_start is not None and end is not None and seconds > 0:
+            cpus = len(self._cpus) if self._cpus else (os.cpu_count() or 1)
+            foreign = (end[0] - self._busy_start[0]) - (end[1] - self._busy_start[1])
+            share = min(max(foreign / (seconds * cpus), 0.0), 1.0)
+        self.reading = LoadReading(seconds, share, self._spin, spin_ms())
+
+
+_BUSY_FIELDS = ("user", "nice", "system", "irq", "softirq", "steal")
+"""Busy CPU time as ``/proc/stat`` splits it (guest time is already inside user); steal is
+time the hypervisor gave to other machines: load as far as this process can tell."""
+
+
+def _busy_seconds(times: object) -> float:
+    return float(sum(getattr(times, name, 0.0) for name in _BUSY_FIELDS))

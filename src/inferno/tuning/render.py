@@ -1,22 +1,43 @@
-"""Human views of a ``Report``: table rows (shared by the CLI and Markdown) and the plot."""
+"""Human views of a ``Report``: table rows (shared by the CLI and Markdown) and the plot.
+
+Speed-ups are shown as ratios to ONNX Runtime FP32 with their spread: ``1.32× (1.25–1.40)``
+is the median and interquartile range of interleaved rounds; ``~1.3×`` a single sweep
+measurement, rough. The fidelity column shows what the budget was judged on.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from inferno.tuning.report import Measurement, Report, speed, target_label
+from inferno.tuning.compare import (
+    ANCHOR_LABEL,
+    ANCHOR_RUNTIME,
+    ANCHOR_VARIANT,
+    format_ratio,
+    is_anchor,
+)
+from inferno.tuning.report import Chosen, Measurement, Report, speed, target_label
 
-COLUMNS = ("variant", "runtime", "precision", "size MB", "p50 ms", "throughput/s",
-           "speed-up", "J/inf", "fidelity", "budget")
+COLUMNS = ("variant", "runtime", "precision", "size MB", "int ops", "p50 ms", "throughput/s",
+           "× ORT FP32 (IQR)", "J/inf", "fidelity", "budget")
 DEVICE_COLUMNS = ("device", "best within budget", "provider", "throughput/s", "p50 ms",
                   "× eager FP32", "accuracy Δ", "J/inf")
 
 
-def format_metrics(metrics: dict[str, float]) -> str:
+def format_metrics(metrics: dict[str, float], criterion: str = "") -> str:
+    """The figures the budget was judged on (``criterion``), else the task's usual ones."""
     if "accuracy" in metrics:
         return f"acc {metrics['accuracy'] * 100:.2f}%"
     if "agreement" in metrics:
         return f"top-1 agree {metrics['agreement'] * 100:.2f}%"
+    first = _first_metric(metrics)
+    if criterion == "snr" or (criterion.endswith("or snr") and "snr_db" in metrics):
+        snr = format_snr(metrics)
+        return f"{snr} ({first})" if criterion == "snr" else f"{first}; {snr}"
+    return first
+
+
+def _first_metric(metrics: dict[str, float]) -> str:
     if "cosine_mean" in metrics:
         return f"cos {metrics['cosine_mean']:.4f} / min {metrics['cosine_min']:.4f}"
     if "relative_error_mean" in metrics:
@@ -24,20 +45,44 @@ def format_metrics(metrics: dict[str, float]) -> str:
     return "-"
 
 
+def format_snr(metrics: dict[str, float]) -> str:
+    """``SNR 52.1 dB, max |Δ| 0.01% of range``."""
+    snr = metrics["snr_db"]
+    text = "identical" if metrics.get("max_abs_diff") == 0 else f"SNR {snr:.1f} dB"
+    if "max_diff_of_range" in metrics and metrics.get("max_abs_diff"):
+        text += f", max |Δ| {metrics['max_diff_of_range'] * 100:.2g}% of range"
+    return text
+
+
+def format_speedup(m: Measurement | Chosen) -> str:
+    if _is_anchor(m) and m.speedup is not None:
+        return "1.00× (anchor)"
+    return format_ratio(m)
+
+
+def _is_anchor(m: Measurement | Chosen) -> bool:
+    if isinstance(m, Measurement):
+        return is_anchor(m)
+    return m.name == ANCHOR_VARIANT and m.runtime == ANCHOR_RUNTIME and m.requested_provider is None
+
+
 def row(m: Measurement, chosen_key: str | None, baseline_key: str | None) -> list[str]:
-    mark = " ★" if m.key == chosen_key else (" (baseline)" if m.key == baseline_key else "")
+    mark = " ★" if m.key == chosen_key else (" (eager baseline)" if m.key == baseline_key else "")
+    int_ops = "-" if m.integer_ops is None else str(m.integer_ops)
     if not m.ok:
-        return [m.variant + mark, m.target, m.precision, "-", "-", "-", "-", "-", f"failed: {m.error}", "-"]
+        return [m.variant + mark, m.target, m.precision, "-", int_ops, "-", "-", "-", "-",
+                f"failed: {m.error}", "-"]
     return [
         m.variant + mark,
         m.target,
         m.precision,
-        f"{m.size_mb:.1f}",
+        f"{m.size_mb:.1f}" if m.size_mb else "-",
+        int_ops,
         f"{m.latency_ms_p50:.2f}",
         f"{m.throughput_per_s:.0f}",
-        f"{m.speedup:.2f}x" if m.speedup is not None else "-",
+        format_speedup(m),
         format_joules(m.joules_per_inference),
-        format_metrics(m.metrics),
+        format_metrics(m.metrics, m.criterion),
         "yes" if m.within_budget else "no",
     ]
 
@@ -50,7 +95,8 @@ def format_joules(joules: float | None) -> str:
 
 def device_rows(report: Report) -> list[list[str]]:
     """CPU vs GPU: per device, the fastest variant within budget, against PyTorch eager FP32
-    on the same device (the CPU baseline, or the ``fp32`` variant on ``torch:cuda``)."""
+    on the same device (the CPU baseline, or the ``fp32`` variant on ``torch:cuda``). On the
+    CPU the ratio is the re-timed median where there is one; a sweep ratio is marked ``~``."""
     ok = [m for m in report.variants if m.ok]
     eager = {"cpu": report.baseline} | {
         m.device: m for m in ok if m.runtime == "torch" and m.variant == "fp32" and m.device != "cpu"
@@ -63,17 +109,24 @@ def device_rows(report: Report) -> list[list[str]]:
             table.append([device, "none within budget", "-", "-", "-", "-", "-", "-"])
             continue
         best = max(within, key=lambda m: speed(m, report.objective))
-        anchor = eager.get(device)
-        ratio = "-"
-        if anchor is not None and anchor.throughput_per_s and anchor.latency_ms_p50:
-            ratio = (f"{best.throughput_per_s / anchor.throughput_per_s:.2f}x" if report.objective == "throughput"
-                     else f"{anchor.latency_ms_p50 / best.latency_ms_p50:.2f}x")
+        if device == "cpu" and report.chosen.device == "cpu":
+            best = next((m for m in within if m.key == report.chosen.key), best)
         table.append([
             device, f"{best.variant} on {best.target}", best.provider, f"{best.throughput_per_s:.0f}",
-            f"{best.latency_ms_p50:.2f}", ratio, format_accuracy_delta(best.metrics, reference),
-            format_joules(best.joules_per_inference),
+            f"{best.latency_ms_p50:.2f}", _eager_ratio(best, eager.get(device), report.objective),
+            format_accuracy_delta(best.metrics, reference), format_joules(best.joules_per_inference),
         ])
     return table
+
+
+def _eager_ratio(best: Measurement, anchor: Measurement | None, objective: str) -> str:
+    if best.device == "cpu" and best.speedup_eager is not None and best.retimed:
+        return f"{best.speedup_eager:.2f}×"
+    if anchor is None or not anchor.throughput_per_s or not best.latency_ms_p50:
+        return "-"
+    ratio = (best.throughput_per_s / anchor.throughput_per_s if objective == "throughput"
+             else anchor.latency_ms_p50 / best.latency_ms_p50)
+    return f"~{ratio:.2f}×"
 
 
 def format_accuracy_delta(metrics: dict[str, float], reference: dict[str, float]) -> str:
@@ -87,29 +140,51 @@ def format_accuracy_delta(metrics: dict[str, float], reference: dict[str, float]
 
 
 def rows(report: Report) -> list[list[str]]:
+    """One row per measurement, the eager baseline included, fastest first."""
     chosen_key = report.chosen.key
     baseline_key = report.baseline.key if report.baseline else None
-    ordered = sorted(report.variants, key=lambda m: (not m.ok, -m.throughput_per_s))
-    return [row(m, chosen_key, baseline_key) for m in ordered]
+    measured = [*report.variants, *([report.baseline] if report.baseline else [])]
+
+    def order(m: Measurement) -> tuple[bool, float, float]:
+        return not m.ok, -(m.speedup if m.speedup is not None else 0.0), -m.throughput_per_s
+
+    return [row(m, chosen_key, baseline_key) for m in sorted(measured, key=order)]
 
 
 def summary(report: Report) -> str:
+    """The choice, its speed-up with the spread, why it was chosen, and how to read the figures."""
     c = report.chosen
-    speed = f", {c.speedup:.2f}x the baseline" if c.speedup else ""
-    return (
-        f"chosen: {c.name} on {target_label(c.runtime, c.requested_provider)} ({c.provider}), "
-        f"{c.throughput_per_s:.0f}/s at batch "
-        f"{report.batch_size}, p50 {c.latency_ms_p50:.2f} ms{speed}, {format_metrics(c.metrics)}"
-        f" — {c.reason}"
-    )
+    speedup = []
+    if c.speedup is not None and not _is_anchor(c):
+        rounds = f"IQR, {c.speedup_rounds} rounds" if c.speedup_rounds else "one sweep measurement"
+        speedup.append(f"{format_speedup(c)} vs {ANCHOR_LABEL} ({rounds})")
+    if c.speedup_eager is not None:
+        speedup.append(f"{c.speedup_eager:.2f}× PyTorch eager")
+    figures = [*speedup, f"{c.throughput_per_s:.0f}/s at batch {report.batch_size}",
+               f"p50 {c.latency_ms_p50:.2f} ms", format_metrics(c.metrics, c.criterion)]
+    lines = [f"chosen: {c.name} on {target_label(c.runtime, c.requested_provider)} ({c.provider}): "
+             + ", ".join(figures), f"why: {c.reason}"]
+    if speedup and report.timing.get("uncertain"):
+        lines.append("caution: the speed figures are uncertain here (see the notes)")
+    if report.timing.get("rounds"):
+        lines.append(
+            f"speed-ups: × {ANCHOR_LABEL} ({report.objective}), median and interquartile range of "
+            f"{report.timing['rounds']} interleaved rounds for the fastest few; ~ marks a single sweep "
+            "measurement (rough)"
+        )
+    return "\n".join(lines)
 
 
 def to_markdown(report: Report) -> str:
+    evaluation = report.evaluation
+    shapes = evaluation.get("shapes") or {}
+    shape_text = ", ".join(f"{k} {list(v)}" for k, v in shapes.items()) or "unknown"
     lines = [
         f"# inferno accelerate: {report.model}",
         "",
         f"- source: {report.source}; task: {report.task}",
-        f"- evaluation: {report.evaluation['source']} ({report.evaluation['samples']} samples)",
+        f"- evaluation: {evaluation['source']} ({evaluation['samples']} samples); input shapes at "
+        f"batch 1: {shape_text} ({evaluation.get('shapes_source', 'unknown')})",
         f"- reference: {report.reference['runtime']} {format_metrics(report.reference.get('metrics', {}))}",
         f"- budget: {report.budget}; objective: {report.objective}; batch {report.batch_size}; "
         f"threads {report.threads}",
@@ -124,7 +199,7 @@ def to_markdown(report: Report) -> str:
         lines += ["", "CPU vs GPU:", "", "| " + " | ".join(DEVICE_COLUMNS) + " |",
                   "|" + "---|" * len(DEVICE_COLUMNS)]
         lines += ["| " + " | ".join(r) + " |" for r in devices]
-    lines += ["", summary(report)]
+    lines += ["", *summary(report).splitlines()]
     lines += [f"- note: {n}" for n in report.notes]
     if report.skipped:
         lines += ["", "Not built:", *[f"- {k}: {v}" for k, v in report.skipped.items()]]
@@ -132,7 +207,7 @@ def to_markdown(report: Report) -> str:
 
 
 def plot(report: Report, path: Path) -> None:
-    """Speed-up against accuracy cost, one point per variant × runtime."""
+    """Speed-up (× ONNX Runtime FP32, with its interquartile range) against accuracy cost."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,11 +220,16 @@ def plot(report: Report, path: Path) -> None:
         cost = accuracy_cost(m.metrics, report.reference.get("metrics", {}))
         color = "tab:green" if m.within_budget else "tab:red"
         chosen = m.key == report.chosen.key
-        ax.scatter(cost, m.speedup, color=color, s=80 if chosen else 25, marker="*" if chosen else "o")
+        if m.retimed and m.speedup_low is not None and m.speedup_high is not None:
+            ax.errorbar(cost, m.speedup, yerr=[[m.speedup - m.speedup_low], [m.speedup_high - m.speedup]],
+                        color=color, capsize=3, linewidth=1)
+        ax.scatter(cost, m.speedup, color=color, s=80 if chosen else 25, marker="*" if chosen else "o",
+                   alpha=1.0 if m.retimed else 0.5)
         ax.annotate(m.key, (cost, m.speedup), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
     ax.set_xlabel(cost_label(report))
-    ax.set_ylabel("speed-up vs baseline")
-    ax.set_title(f"{report.model}: speed-up vs accuracy cost (green = within budget)")
+    ax.set_ylabel(f"× {ANCHOR_LABEL} (bars: IQR of interleaved rounds)")
+    ax.set_title(f"{report.model}: speed-up vs accuracy cost (green = within budget; faded = one sweep)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -27,13 +27,29 @@ class Measurement:
     metrics: dict[str, float] = field(default_factory=dict)
     within_budget: bool = False
     speedup: float | None = None
-    """Throughput (or for ``--objective latency``, batch-1 p50) relative to the baseline."""
+    """Throughput (or for ``--objective latency``, batch-1 p50) relative to the FP32 graph on
+    ONNX Runtime (CPU): for a row re-timed side by side (``speedup_rounds`` > 0), the median
+    of the per-round ratios; else the ratio of two single sweep measurements (rough)."""
     error: str | None = None
     requested_provider: str | None = None
     """What the runtime was asked for (None: its CPU default); ``provider`` is what ran."""
     joules_per_inference: float | None = None
     """Energy per sample at the serving batch size, where the device reports energy."""
     energy_source: str | None = None
+    speedup_low: float | None = None
+    """Low end of the spread of the per-round ratios (their interquartile range); None when
+    the row was not re-timed side by side."""
+    speedup_high: float | None = None
+    """High end of that interquartile range."""
+    speedup_rounds: int = 0
+    """Interleaved rounds ``speedup`` comes from (0: a single sweep measurement)."""
+    speedup_eager: float | None = None
+    """Median per-round ratio against the PyTorch eager baseline, where there is one."""
+    criterion: str = ""
+    """What the budget was judged on: ``accuracy``, ``agreement``, ``cosine``, ``snr``, ...
+    (for a failure, every criterion tried)."""
+    integer_ops: int | None = None
+    """Nodes of the variant's graph that compute or convert in integers (None: unknown)."""
 
     @property
     def ok(self) -> bool:
@@ -51,6 +67,11 @@ class Measurement:
     @property
     def key(self) -> str:
         return f"{self.variant}@{self.target}"
+
+    @property
+    def retimed(self) -> bool:
+        """The speed-up comes from interleaved rounds, with its spread."""
+        return self.speedup_rounds > 0 and self.speedup_low is not None and self.speedup_high is not None
 
 
 def speed(m: Measurement, objective: str) -> float:
@@ -77,6 +98,14 @@ class Chosen:
     reason: str
     requested_provider: str | None = None
     joules_per_inference: float | None = None
+    speedup_low: float | None = None
+    speedup_high: float | None = None
+    speedup_rounds: int = 0
+    speedup_eager: float | None = None
+    criterion: str = ""
+    integer_ops: int | None = None
+    kept_within_noise: bool = False
+    """The fastest candidate did not beat the FP32 graph beyond the spread: the FP32 graph was kept."""
 
     @property
     def key(self) -> str:
@@ -111,7 +140,12 @@ class Report:
     device: str = "cpu"
     """``--device``: cpu, cuda or all."""
     notes: tuple[str, ...] = ()
-    """What the run could not do here (e.g. no GPU runtime found)."""
+    """What the run could not do here (e.g. no GPU runtime found), and warnings on the figures
+    (a loaded machine, a wide spread)."""
+    timing: dict[str, Any] = field(default_factory=dict)
+    """How the speed-ups were taken: ``anchor`` (what they are relative to), ``rounds``,
+    ``window_s``, ``spread`` (what the low/high ends are), and the machine's load
+    (``foreign_cpu_share``, ``spin_before_ms``/``spin_after_ms``, ``loaded``, ``uncertain``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -37,16 +37,16 @@ def report(objective: str = "throughput", variants: tuple[Measurement, ...] = VA
 def test_one_row_per_device_with_the_best_within_budget() -> None:
     cpu, cuda = device_rows(report())
     assert cpu[:2] == ["cpu", "int8-dynamic on onnxruntime"]
-    assert cpu[5] == "4.00x"  # against the PyTorch eager CPU baseline, not the faster out-of-budget one
+    assert cpu[5] == "~4.00×"  # against the PyTorch eager CPU baseline, not the faster out-of-budget one
     assert cuda[:2] == ["cuda", "fp16-compute on onnxruntime:tensorrt"]
-    assert cuda[5] == "15.00x"  # against eager FP32 on the GPU (torch:cuda), failed rows ignored
+    assert cuda[5] == "~15.00×"  # against eager FP32 on the GPU (torch:cuda), failed rows ignored
     assert cuda[7] == "0.2 mJ"
 
 
 def test_latency_objective_ranks_and_compares_by_p50() -> None:
     cpu, cuda = device_rows(report("latency"))
-    assert cpu[1] == "int8-dynamic on onnxruntime" and cpu[5] == "4.00x"  # 20 ms / 5 ms
-    assert cuda[5] == "5.00x"  # 3.0 / 0.6
+    assert cpu[1] == "int8-dynamic on onnxruntime" and cpu[5] == "~4.00×"  # 20 ms / 5 ms: one sweep each
+    assert cuda[5] == "~5.00×"  # 3.0 / 0.6
 
 
 def test_device_without_anything_within_budget_says_so() -> None:
