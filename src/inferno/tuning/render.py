@@ -159,7 +159,8 @@ def summary(report: Report) -> str:
         rounds = f"IQR, {c.speedup_rounds} rounds" if c.speedup_rounds else "one sweep measurement"
         speedup.append(f"{format_speedup(c)} vs {ANCHOR_LABEL} ({rounds})")
     if c.speedup_eager is not None:
-        speedup.append(f"{c.speedup_eager:.2f}× PyTorch eager")
+        speedup.append(f"~{c.speedup_eager:.1f}× PyTorch eager (uncertain)" if report.timing.get("uncertain")
+                       else f"{c.speedup_eager:.2f}× PyTorch eager")
     figures = [*speedup, f"{c.throughput_per_s:.0f}/s at batch {report.batch_size}",
                f"p50 {c.latency_ms_p50:.2f} ms", format_metrics(c.metrics, c.criterion)]
     lines = [f"chosen: {c.name} on {target_label(c.runtime, c.requested_provider)} ({c.provider}): "
