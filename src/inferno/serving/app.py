@@ -33,7 +33,7 @@ from inferno.monitoring.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from inferno.monitoring.metrics import ServingMetrics
 from inferno.monitoring.profile import PROFILE_FILE
 from inferno.serving.config import ServeConfig
-from inferno.serving.models import ModelManager, ServedVersion
+from inferno.serving.models import ModelManager, ModelUnavailableError, ServedVersion
 from inferno.serving.openapi import openapi
 from inferno.serving.protocol import (
     encode_infer_response,
@@ -85,14 +85,26 @@ class InfernoApp:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def startup(self) -> None:
-        """Load the configured models, then mark the server ready (runs in the background)."""
+        """Load the configured models, then mark the server ready (runs in the background).
+
+        A model that fails to load does not take the others down: it is UNAVAILABLE in the
+        repository index, with the reason, and its requests answer that reason. The server
+        is ready once startup is over and at least one model loaded (or there was none to
+        load): Triton's ``--exit-on-error=false --strict-readiness=false``, so a load balancer
+        keeps routing to the models that work. ``strict_readiness`` asks for every model,
+        Triton's default.
+        """
         names = list(self.config.models) or sorted(repository.models(self.config.repository))
         for name in names:
             try:
                 await self.manager.load(name)
             except InfernoError as exc:
                 log.error("model %s failed to load: %s", name, exc)
-        self.ready = all(name in self.manager.loaded() for name in names)
+        loaded = [name for name in names if name in self.manager.loaded()]
+        if len(loaded) < len(names):
+            log.error("serving %d of %d models; unavailable: %s (POST /v2/repository/index has the reasons)",
+                      len(loaded), len(names), sorted(set(names) - set(loaded)))
+        self.ready = len(loaded) == len(names) or (bool(loaded) and not self.config.strict_readiness)
 
     async def shutdown(self) -> None:
         """Finish accepted requests, then free the models."""
@@ -189,6 +201,8 @@ class InfernoApp:
                 return (200 if self.manager.get(model, version).ready else 503), b"", [_JSON]
             except UnknownModelError:
                 return 404, b"", [_JSON]
+            except ModelUnavailableError:
+                return 503, b"", [_JSON]
         if action == "config":
             return _json(self.manager.get(model, version).model_config())
         if action == "drift":
@@ -216,7 +230,7 @@ class InfernoApp:
 
     def _count_parse_failure(self, model: str, version: str | None, ex: _Exchange) -> None:
         # an unknown model: the 404 is the answer, there is no version to count it against
-        with contextlib.suppress(UnknownModelError):
+        with contextlib.suppress(UnknownModelError, ModelUnavailableError):
             self.manager.get(model, version).stats.request_failed(time.perf_counter() - ex.started, "rejected")
 
     async def _repository_route(self, rest: list[str], ex: _Exchange) -> Reply:

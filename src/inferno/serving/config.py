@@ -96,6 +96,10 @@ class ServeConfig(BaseModel):
     """Folder for the prediction log (input summaries and outputs, rotating JSONL); None: off."""
     log_max_bytes: int = Field(256 * 2**20, ge=64 * 2**10)
     """Disk budget of the prediction log; the oldest files go first."""
+    strict_readiness: bool = False
+    """``/v2/health/ready`` waits for every model to load (Triton's default). False: ready
+    once startup is over with at least one model loaded; the others show UNAVAILABLE in the
+    repository index, with the reason."""
     defaults: ModelServeConfig = ModelServeConfig()
     """Batching settings for models without their own ``serve.json``."""
 

@@ -17,8 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from inferno import repository
-from inferno.errors import InfernoError, ServiceUnavailableError, UnknownModelError, UserInputError
+from inferno.errors import (
+    InfernoError,
+    ModelLoadError,
+    ServiceUnavailableError,
+    UnknownModelError,
+    UserInputError,
+)
+from inferno.models.model import as_rows
 from inferno.models.text import TextPreprocessor
 from inferno.monitoring.drift import DriftSettings
 from inferno.monitoring.metrics import ServingMetrics
@@ -29,7 +38,15 @@ from inferno.plan import Plan, PlanRunner
 from inferno.serving.batcher import DynamicBatcher
 from inferno.serving.cache import ResponseCache, cache_key
 from inferno.serving.config import ModelServeConfig, ServeConfig, default_max_batch
-from inferno.serving.pipelines import Outputs, Pipeline, StageTimes, Work, build_pipeline, respond
+from inferno.serving.pipelines import (
+    Outputs,
+    Pipeline,
+    StageTimes,
+    TensorPipeline,
+    Work,
+    build_pipeline,
+    respond,
+)
 from inferno.serving.protocol import InferRequest, OutputTensor
 from inferno.serving.stats import VersionStats
 
@@ -58,7 +75,7 @@ class ServedVersion:
         self.stats = VersionStats(bound, [p.times for p in pipelines])
         self.monitor = _monitor(self, metrics, prediction_log)
         self.batcher: DynamicBatcher[Work, Outputs] = DynamicBatcher(
-            [p.execute if self.monitor is None else _watched(p.execute, self.monitor) for p in pipelines],
+            [p.execute if self.monitor is None else _watched(p, self.monitor) for p in pipelines],
             max_batch_size=self.max_batch_size,
             max_queue_delay_s=config.max_queue_delay_us / 1e6,
             max_queue_size=config.max_queue_size,
@@ -74,11 +91,8 @@ class ServedVersion:
         try:
             for _ in range(config.instances):
                 pipeline = build_pipeline(PlanRunner(folder, config.threads), config.group_by_length)
-                sample = pipeline.sample()
-                for _ in range(3):
-                    pipeline.execute([sample])
-                pipeline.times = StageTimes()  # statistics count served traffic, not warm-up
                 pipelines.append(pipeline)
+                warm_up(pipeline)
         except BaseException:
             for p in pipelines:
                 p.close()
@@ -136,9 +150,15 @@ class ServedVersion:
             raise
 
     def _check(self, work: Work, outputs: Outputs) -> None:
+        """Every output has the request's rows on its batch axis (outputs without one: any shape)."""
+        axes = self.pipelines[0].batch_axes
         for name, array in outputs.items():
-            if array.shape[:1] != (work.rows,) and len(array.shape) > 0:
-                raise RuntimeError(f"output {name!r} has {array.shape[0]} rows for a request of {work.rows}")
+            axis = axes.get(name, 0)
+            if axis is None:
+                continue
+            if array.ndim <= axis or array.shape[axis] != work.rows:
+                raise RuntimeError(f"output {name!r} of shape {list(array.shape)} does not have the "
+                                   f"request's {work.rows} rows on axis {axis}")
 
     def metadata(self, versions: list[str]) -> dict[str, Any]:
         pipeline = self.pipelines[0]
@@ -155,26 +175,36 @@ class ServedVersion:
         }
 
     def model_config(self) -> dict[str, Any]:
-        """Triton's model configuration shape, for clients that ask for it."""
+        """Triton's model configuration shape, for clients that ask for it.
+
+        As Triton: a model that batches on axis 0 of every tensor has ``max_batch_size`` > 0
+        and ``dims`` without that axis; any other model (a batch on another axis, state
+        tensors, no batch at all) has ``max_batch_size`` 0 and full ``dims``, ``-1`` where a
+        size is free, and no ``dynamic_batching`` (requests may still share a runtime call,
+        along each tensor's own batch axis: that is inferno's business, not the client's).
+        """
         pipeline = self.pipelines[0]
         c = self.config
+        batching = pipeline.batch_first
 
         def tensors(metas: Any) -> list[dict[str, Any]]:
             return [{"name": t.name, "data_type": f"TYPE_{'STRING' if t.datatype == 'BYTES' else t.datatype}",
-                     "dims": list(t.shape[1:])} for t in metas]
+                     "dims": list(t.shape[1:] if batching else t.shape)} for t in metas]
 
-        return {
+        config: dict[str, Any] = {
             "name": self.name,
             "platform": _PLATFORMS.get(self.plan.runtime, self.plan.runtime),
-            "max_batch_size": self.max_batch_size,
+            "max_batch_size": self.max_batch_size if batching else 0,
             "input": tensors(pipeline.inputs),
             "output": tensors(pipeline.outputs),
-            "dynamic_batching": {"max_queue_delay_microseconds": c.max_queue_delay_us,
-                                 "default_queue_policy": {"max_queue_size": c.max_queue_size}},
-            "instance_group": [{"count": c.instances,
-                                "kind": "KIND_GPU" if self.pipelines[0].runner.device == "cuda" else "KIND_CPU"}],
-            "response_cache": {"enable": c.cache_bytes > 0},
         }
+        if batching:
+            config["dynamic_batching"] = {"max_queue_delay_microseconds": c.max_queue_delay_us,
+                                          "default_queue_policy": {"max_queue_size": c.max_queue_size}}
+        config["instance_group"] = [{"count": c.instances,
+                                     "kind": "KIND_GPU" if pipeline.runner.device == "cuda" else "KIND_CPU"}]
+        config["response_cache"] = {"enable": c.cache_bytes > 0}
+        return config
 
     async def close(self) -> None:
         """Finish every accepted request, then free the runtime sessions."""
@@ -210,13 +240,60 @@ def _monitor(served: ServedVersion, metrics: ServingMetrics,
                    sink=metrics.monitor_sink(served.name, served.version), prediction_log=prediction_log)
 
 
-def _watched(execute: Callable[[list[Work]], list[Outputs]], monitor: Monitor) -> Callable[[list[Work]], list[Outputs]]:
+def _watched(pipeline: Pipeline, monitor: Monitor) -> Callable[[list[Work]], list[Outputs]]:
+    """``pipeline.execute``, with every batch handed to the monitor as samples (rows first, as
+    the reference profile was made: a graph-layout state [2, batch, 128] is moved)."""
+    signature = pipeline.runner.signature
+    axes = (None if not isinstance(pipeline, TensorPipeline) or signature.batch_first
+            else {s.name: s.batch_axis for s in (*signature.inputs, *signature.outputs)})
+
+    def samples(tensors: dict[str, Any], rows: int) -> dict[str, Any]:
+        if axes is None or not isinstance(tensors, dict):
+            return tensors
+        return {n: as_rows(np.asarray(a), axes.get(n, 0), rows) for n, a in tensors.items()}
+
     def run(works: list[Work]) -> list[Outputs]:
-        outputs = execute(works)
-        monitor.observe([w.payload for w in works], outputs)
+        outputs = pipeline.execute(works)
+        monitor.observe([samples(w.payload, w.rows) for w in works],
+                        [samples(o, w.rows) for w, o in zip(works, outputs, strict=True)])
         return outputs
 
     return run
+
+
+WARMUP_RUNS = 3
+
+
+def warm_up(pipeline: Pipeline) -> None:
+    """Run the pipeline's sample a few times, then clear its statistics (they count traffic).
+
+    Raises:
+        ModelLoadError: the model failed on the sample, naming the input shapes tried and
+            the runtime's own error.
+    """
+    sample = pipeline.sample()
+    try:
+        for _ in range(WARMUP_RUNS):
+            pipeline.execute([sample])
+    except Exception as exc:
+        raise ModelLoadError(f"warm-up failed{_tried(pipeline, sample)}: {str(exc).strip()}") from exc
+    pipeline.times = StageTimes()
+
+
+def _tried(pipeline: Pipeline, sample: Work) -> str:
+    if not isinstance(pipeline, TensorPipeline):
+        return ""
+    shapes = {name: list(np.shape(a)) for name, a in sample.payload.items()}
+    if pipeline.runner.plan.shapes:
+        return f" at the plan's input shapes {shapes}"
+    free = [s.name for s in pipeline.signature.inputs
+            if any(isinstance(d, str) and j != s.batch_axis for j, d in enumerate(s.shape))]
+    return (f" at input shapes {shapes} (the plan records no input shapes; re-run `inferno accelerate` "
+            f"with --shape NAME:DIMS for {free or 'the inputs'} at sizes the model takes)")
+
+
+class ModelUnavailableError(ServiceUnavailableError):
+    """A model of the repository whose loading failed: requests are told why (503)."""
 
 
 @dataclass
@@ -224,6 +301,8 @@ class _Entry:
     versions: dict[int, ServedVersion]
     state: str
     reason: str = ""
+    failed: bool = False
+    """The last load failed (``reason`` says why); an unloaded model is not failed."""
 
 
 class ModelManager:
@@ -240,6 +319,9 @@ class ModelManager:
     def get(self, name: str, version: str | None = None) -> ServedVersion:
         """The version to serve (the newest loaded when ``version`` is None); 404s otherwise."""
         entry = self._entries.get(name)
+        if entry is not None and not entry.versions and entry.failed:
+            raise ModelUnavailableError(f"model {name!r} is UNAVAILABLE: loading it failed: {entry.reason}",
+                                        retry_after_s=30)
         if entry is None or not entry.versions:
             known = sorted(n for n, e in self._entries.items() if e.versions)
             raise UnknownModelError(f"model {name!r}: not loaded; loaded models: {known}")
@@ -248,8 +330,9 @@ class ModelManager:
         try:
             served = entry.versions[int(version)]
         except (ValueError, KeyError):
+            why = f" (the last load failed: {entry.reason})" if entry.failed else ""
             raise UnknownModelError(
-                f"model {name!r} version {version!r}: not loaded; loaded versions: {sorted(entry.versions)}"
+                f"model {name!r} version {version!r}: not loaded{why}; loaded versions: {sorted(entry.versions)}"
             ) from None
         return served
 
@@ -281,7 +364,8 @@ class ModelManager:
                     )
             except Exception as exc:
                 await _close_all(fresh.values())
-                entry.state, entry.reason = ("READY" if entry.versions else "UNAVAILABLE"), str(exc)
+                entry.state, entry.reason = ("READY" if entry.versions else "UNAVAILABLE"), str(exc).strip()
+                entry.failed = True
                 if isinstance(exc, InfernoError):
                     raise
                 raise ServiceUnavailableError(f"model {name!r}: loading failed: {exc}") from exc
@@ -290,7 +374,7 @@ class ModelManager:
             replaced = [s for v, s in entry.versions.items() if v in fresh or v not in wanted]
             # one assignment publishes the new set; handlers never see a half-built one
             entry.versions = {**{v: s for v, s in entry.versions.items() if v in wanted}, **fresh}
-            entry.state, entry.reason = "READY", ""
+            entry.state, entry.reason, entry.failed = "READY", "", False
             await self._retire(replaced)
 
     async def unload(self, name: str) -> None:
@@ -300,7 +384,7 @@ class ModelManager:
         async with self._locks.setdefault(name, asyncio.Lock()):
             old = list(entry.versions.values())
             entry.versions = {}
-            entry.state, entry.reason = "UNAVAILABLE", "unloaded"
+            entry.state, entry.reason, entry.failed = "UNAVAILABLE", "unloaded", False
             await self._retire(old)
 
     async def _retire(self, versions: list[ServedVersion]) -> None:

@@ -44,7 +44,7 @@ def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "bad request: the message names the input, what was expected and what was found",
             401: "missing or wrong bearer token", 404: "unknown model, version or endpoint",
             405: "wrong method", 413: "body over the size limit",
-            503: "queue full or model unloading (Retry-After)", 504: "request timeout ran out"}
+            503: "queue full, model unloading, or model UNAVAILABLE (its load failed: the message says why)", 504: "request timeout ran out"}
     return {str(c): {"description": text[c], "content": {"application/json": {"schema": _ERROR}}} for c in codes}
 
 
@@ -66,12 +66,12 @@ def _model_paths(prefix: str, params: list[dict[str, Any]]) -> dict[str, Any]:
                                "outputs": {"type": "array", "items": _TENSOR_META}}}
     return {
         prefix: {"get": {"summary": "Model metadata", "parameters": params,
-                         "responses": {**_ok(metadata), **_errors(401, 404)}}},
+                         "responses": {**_ok(metadata), **_errors(401, 404, 503)}}},
         f"{prefix}/ready": {"get": {"summary": "Model ready (status code only)", "parameters": params,
                                     "responses": {**_ok(), "404": {"description": "not loaded"},
                                                   "503": {"description": "not ready"}}}},
         f"{prefix}/config": {"get": {"summary": "Model configuration (Triton's shape)", "parameters": params,
-                                     "responses": {**_ok({"type": "object"}), **_errors(401, 404)}}},
+                                     "responses": {**_ok({"type": "object"}), **_errors(401, 404, 503)}}},
         f"{prefix}/stats": {"get": {"summary": "Statistics (Triton's shape)", "parameters": params,
                                     "responses": {**_ok({"type": "object"}), **_errors(401, 404)}}},
         f"{prefix}/infer": {"post": {
@@ -101,7 +101,7 @@ def openapi(version: str) -> dict[str, Any]:
                                 "checks takes 'Authorization: Bearer <token>' when the server has a token."},
         "paths": {
             "/v2/health/live": {"get": {"summary": "Server live (status code only)", "responses": _ok()}},
-            "/v2/health/ready": {"get": {"summary": "Server ready: models loaded and warm (status code only)",
+            "/v2/health/ready": {"get": {"summary": "Server ready: startup over, models loaded and warm; one that failed does not hold the others back (status code only)",
                                          "responses": {**_ok(), "503": {"description": "not ready"}}}},
             "/v2": {"get": {"summary": "Server metadata", "responses": {**_ok({
                 "type": "object", "required": ["name", "version", "extensions"],

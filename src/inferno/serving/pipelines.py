@@ -2,7 +2,8 @@
 
 - ``TextPipeline``: a BYTES input of strings, tokenized in the server, padded per runtime
   call only to that call's longest sentence; returns L2-normalized embeddings.
-- ``TensorPipeline``: the model's own tensors (a classifier's probabilities among them).
+- ``TensorPipeline``: the model's own tensors in the graph's layout (a classifier's
+  probabilities, a stateful model's state in and out, a scalar setting).
 
 ``prepare`` runs on the event loop and must be cheap: it validates and decodes one request
 into a :class:`Work`. ``execute`` runs in a batch worker thread on many works at once.
@@ -12,24 +13,29 @@ called concurrently on the same pipeline.
 
 from __future__ import annotations
 
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from inferno.errors import UserInputError
+from inferno.errors import ModelLoadError, UserInputError
 from inferno.models.signature import Signature, TensorSpec
 from inferno.models.text import TextPreprocessor
+from inferno.monitoring.profile import ReferenceProfile
 from inferno.plan import PlanRunner
 from inferno.serving.protocol import InferRequest, OutputTensor, RequestedOutput, datatype_of
+
+log = logging.getLogger(__name__)
 
 TEXT_INPUT = "text"
 
 Outputs = dict[str, np.ndarray]
-"""One request's outputs by name, each with the request's rows first."""
+"""One request's outputs by name, in the graph's layout (rows on each output's batch axis)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,13 @@ class Pipeline(ABC):
     def __init__(self, runner: PlanRunner) -> None:
         self.runner = runner
         self.times = StageTimes()
+        self.batch_axes: dict[str, int | None] = {}
+        """Each tensor's batch axis by name (None: one value per call); absent: axis 0."""
+
+    @property
+    def batch_first(self) -> bool:
+        """Every tensor has its rows on a dynamic axis 0: the layout Triton's batching describes."""
+        return True
 
     @abstractmethod
     def prepare(self, request: InferRequest) -> Work:
@@ -142,15 +155,48 @@ def _meta(spec: TensorSpec) -> TensorMeta:
                       tuple(d if isinstance(d, int) else -1 for d in spec.shape))
 
 
+def batch_axis(spec: TensorSpec) -> int | None:
+    """The axis of ``spec`` that holds rows, when that axis is dynamic; else None.
+
+    A batch axis the graph fixes (``[1, 3, 224, 224]``, or a plan written before batch axes
+    were recorded, which says 0 for every tensor) cannot take more rows: such a tensor is
+    treated as one value per call, so requests are never concatenated along it.
+    """
+    axis = spec.batch_axis
+    if axis is None or not 0 <= axis < len(spec.shape) or isinstance(spec.shape[axis], int):
+        return None
+    return axis
+
+
+SHARED_INPUT_LIMIT = 64
+"""Most elements of an input without a batch axis (a sample rate) that requests may share a
+runtime call over: such inputs must be equal to share it, and larger ones are not compared."""
+
+WARMUP_SIZE = 8
+"""The size of a dynamic non-batch axis at warm-up for plans that record no shapes."""
+
+
 class TensorPipeline(Pipeline):
-    """The model's tensors in and out; requests of the same trailing shape share a runtime call."""
+    """The model's tensors in and out, in the graph's layout (state in, state out).
+
+    Each tensor's rows are on its own batch axis (``state [2, batch, 128]``: axis 1). Requests
+    share a runtime call when every output has a batch axis, their non-batch sizes agree and
+    their inputs without a batch axis (a sample rate) are equal: inputs are concatenated along
+    their batch axes and the outputs split along theirs. Otherwise each request runs alone.
+    """
 
     def __init__(self, runner: PlanRunner) -> None:
         super().__init__(runner)
         self.signature: Signature = runner.signature
         self.inputs = tuple(_meta(s) for s in self.signature.inputs)
         self.outputs = tuple(_meta(s) for s in self.signature.outputs)
-        self._batched = all(s.shape and not isinstance(s.shape[0], int) for s in self.signature.inputs)
+        self.batch_axes = {s.name: batch_axis(s) for s in (*self.signature.inputs, *self.signature.outputs)}
+        self._mergeable = (any(self.batch_axes[s.name] is not None for s in self.signature.inputs)
+                           and all(self.batch_axes[s.name] is not None for s in self.signature.outputs))
+
+    @property
+    def batch_first(self) -> bool:
+        return all(axis == 0 for axis in self.batch_axes.values())
 
     def prepare(self, request: InferRequest) -> Work:
         expected = [t.name for t in self.inputs]
@@ -163,6 +209,7 @@ class TensorPipeline(Pipeline):
             )
         feeds = {}
         rows: int | None = None
+        first = ""
         for meta in self.inputs:
             tensor = request.inputs[meta.name]
             found = f"{tensor.datatype} {list(tensor.shape)}"
@@ -170,50 +217,114 @@ class TensorPipeline(Pipeline):
                 d != -1 and d != s for d, s in zip(meta.shape, tensor.shape, strict=True)
             ):
                 raise UserInputError(f"input {meta.name!r}: expected {meta.describe()}, got {found}")
-            if self._batched:
-                if rows is not None and tensor.shape[0] != rows:
+            axis = self.batch_axes[meta.name]
+            if axis is not None:
+                if rows is not None and tensor.shape[axis] != rows:
                     raise UserInputError(
-                        f"input {meta.name!r}: expected batch {rows} like the inputs before it, got {tensor.shape[0]}"
+                        f"input {meta.name!r}: expected batch {rows} on axis {axis} like input {first!r}, "
+                        f"got {tensor.shape[axis]} ({found})"
                     )
-                rows = tensor.shape[0]
+                if rows is None:
+                    rows, first = tensor.shape[axis], meta.name
             feeds[meta.name] = tensor.data
         if rows == 0:
-            raise UserInputError(f"input {self.inputs[0].name!r}: expected at least one row, got 0")
+            raise UserInputError(f"input {first!r}: expected at least one row, got 0")
         return Work(rows or 1, feeds, self.requested(request))
 
     def execute(self, works: list[Work]) -> list[Outputs]:
         results: list[Outputs | None] = [None] * len(works)
         groups: dict[tuple[Any, ...], list[int]] = {}
         for i, work in enumerate(works):
-            key = tuple(a.shape[1:] for a in work.payload.values()) if self._batched else (i,)
-            groups.setdefault(key, []).append(i)
+            groups.setdefault(self._group(i, work), []).append(i)
         names = [t.name for t in self.outputs]
         for members in groups.values():
             t0 = time.perf_counter()
-            feeds = {name: np.concatenate([works[i].payload[name] for i in members]) if len(members) > 1
-                     else works[members[0]].payload[name] for name in works[members[0]].payload}
+            first = works[members[0]].payload
+            feeds = first if len(members) == 1 else {
+                name: first[name] if self.batch_axes[name] is None
+                else np.concatenate([works[i].payload[name] for i in members], axis=self.batch_axes[name])
+                for name in first
+            }
             t1 = time.perf_counter()
-            arrays = self.runner.runtime.run(feeds)
+            arrays = dict(zip(names, self.runner.runtime.run(feeds), strict=True))
             t2 = time.perf_counter()
-            start = 0
-            for i in members:
-                stop = start + works[i].rows
-                results[i] = {n: (a[start:stop] if self._batched else a) for n, a in zip(names, arrays, strict=True)}
-                start = stop
+            if len(members) == 1:
+                results[members[0]] = arrays
+            else:
+                start = 0
+                for i in members:
+                    stop = start + works[i].rows
+                    results[i] = {n: _rows(a, self.batch_axes[n], start, stop) for n, a in arrays.items()}
+                    start = stop
             self._clock(t0, t1, t2)
         return [r for r in results if r is not None]
 
+    def _group(self, i: int, work: Work) -> tuple[Any, ...]:
+        """Works with the same key share a runtime call."""
+        if not self._mergeable:
+            return (i,)
+        key: list[Any] = []
+        for spec in self.signature.inputs:
+            array = work.payload[spec.name]
+            axis = self.batch_axes[spec.name]
+            if axis is not None:
+                key.append(array.shape[:axis] + array.shape[axis + 1:])
+            elif array.size <= SHARED_INPUT_LIMIT and array.dtype != object:
+                key.append((array.shape, array.tobytes()))
+            else:
+                return (i,)
+        return tuple(key)
+
+    def warmup_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The input shapes warm-up runs at: the plan's (one row, as ``accelerate`` measured
+        it), else every dynamic axis 1 on the batch axis and ``WARMUP_SIZE`` elsewhere."""
+        recorded = self.runner.plan.shapes
+        shapes = {}
+        for spec in self.signature.inputs:
+            shape = recorded.get(spec.name)
+            if shape is not None and len(shape) == len(spec.shape):
+                shapes[spec.name] = tuple(int(d) for d in shape)
+            else:
+                shapes[spec.name] = tuple(d if isinstance(d, int) else (1 if j == spec.batch_axis else WARMUP_SIZE)
+                                          for j, d in enumerate(spec.shape))
+        return shapes
+
     def sample(self) -> Work:
+        """One row at ``warmup_shapes()``, zeros, or the value nearest zero that the reference
+        data had for inputs the version's profile saw away from zero (a sample rate of 16000).
+
+        The profile's ranges are what a version folder keeps of its evaluation data: zeros
+        suit most inputs, but a model may refuse zero where it expects a setting such as a
+        sample rate.
+        """
+        ranges = _reference_ranges(self.runner.folder)
+        shapes = self.warmup_shapes()
         feeds = {}
         for spec in self.signature.inputs:
-            shape = tuple(d if isinstance(d, int) else (1 if j == 0 else 8) for j, d in enumerate(spec.shape))
-            feeds[spec.name] = np.zeros(shape, dtype=spec.dtype)
+            lo, hi = ranges.get(spec.name, (0.0, 0.0))
+            value = np.asarray(min(max(0.0, lo), hi)).astype(spec.dtype)
+            feeds[spec.name] = np.full(shapes[spec.name], value, dtype=spec.dtype)
         return Work(1, feeds, tuple(RequestedOutput(t.name, False) for t in self.outputs))
 
     def _clock(self, t0: float, t1: float, t2: float) -> None:
         self.times.input_s += t1 - t0
         self.times.infer_s += t2 - t1
         self.times.output_s += time.perf_counter() - t2
+
+
+def _rows(array: np.ndarray, axis: int | None, start: int, stop: int) -> np.ndarray:
+    if axis is None:
+        return array
+    return array[(slice(None),) * axis + (slice(start, stop),)]
+
+
+def _reference_ranges(folder: Path) -> dict[str, tuple[float, float]]:
+    try:
+        profile = ReferenceProfile.load(folder)
+    except ModelLoadError as exc:  # warm-up still runs, on zeros; the monitor reports the profile
+        log.warning("warm-up of %s uses zeros: %s", folder, exc)
+        return {}
+    return {} if profile is None else profile.ranges
 
 
 class TextPipeline(Pipeline):
