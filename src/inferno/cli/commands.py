@@ -83,6 +83,8 @@ def serve(
     log_predictions: Annotated[Path | None, typer.Option(help="Write input summaries and outputs to "
                                                              "rotating JSONL files in this folder.")] = None,
     log_max_mb: Annotated[float, typer.Option(help="Disk budget of --log-predictions, MiB.")] = 256.0,
+    strict_readiness: Annotated[bool, typer.Option(help="/v2/health/ready only when every model loaded "
+                                                        "(default: once one did; failed ones show in the index).")] = False,
 ) -> None:
     """Serve a model repository over the Open Inference Protocol v2 (KServe / Triton clients work)."""
     from pydantic import ValidationError
@@ -114,6 +116,7 @@ def serve(
             "repository": folder, "models": tuple(names), "host": host, "port": port,
             "token": token or serve_token(), "max_body_bytes": int(max_body_mb * 2**20), "versions": versions,
             "log_predictions": log_predictions, "log_max_bytes": int(log_max_mb * 2**20),
+            "strict_readiness": strict_readiness,
             "defaults": ModelServeConfig.model_validate({
                 "max_batch_size": max_batch_size, "max_queue_delay_us": max_queue_delay_us,
                 "max_queue_size": queue_size, "instances": instances, "threads": threads,
@@ -133,7 +136,8 @@ def serve(
 def accelerate(
     model: Annotated[str, typer.Argument(help="Bundled name (minilm, digits), .onnx/TorchScript/.pt2 file, "
                                                "package.module:attr, or a pickle with --trust.")] = "minilm",
-    budget: Annotated[str | None, typer.Option(help="Accuracy budget: '1%', 'cosine_mean=0.995,cosine_min=0.97'.")] = None,
+    budget: Annotated[str | None, typer.Option(help="Accuracy budget: '1%', 'cosine_mean=0.995,cosine_min=0.97', "
+                                                    "'snr=30dB' (regression/other outputs).")] = None,
     objective: Annotated[str, typer.Option(help="Rank by 'throughput' (at --batch-size) or 'latency' (batch-1 p50).")] = "throughput",
     batch_size: Annotated[int, typer.Option(help="Serving batch size for throughput.")] = 32,
     threads: Annotated[int | None, typer.Option(help="Runtime threads (default: all cores).")] = None,
