@@ -109,6 +109,8 @@ class _Inputs:
     output_index: int
     rows: Rows
     """Rows in a call's feeds (``Signature.rows``: the batch axis need not be axis 0)."""
+    output_axis: int | None = 0
+    """The judged output's batch axis; None: each call's output is one row."""
 
 
 def accelerate(
@@ -238,8 +240,9 @@ def _encode(model: Model, cfg: AccelerateConfig) -> _Inputs:
     rows = model.signature.rows
     full = [b for b in batches if rows(b) == batch_size] or batches[:1]
     picks = np.unique(np.linspace(0, len(full) - 1, min(TIMING_BATCHES, len(full))).round().astype(int))
-    return _Inputs(batches, [full[i] for i in picks], singles, data.labels,
-                   model.signature.primary_output(), rows)
+    index = model.signature.primary_output()
+    return _Inputs(batches, [full[i] for i in picks], singles, data.labels, index, rows,
+                   model.signature.outputs[index].batch_axis)
 
 
 def _by_length(model: Model, data: EvalData) -> EvalData:
@@ -296,7 +299,7 @@ def _run_one(target: Target, artifact: Artifact, inputs: _Inputs,
     with PeakMemory() as memory:
         runtime.load(artifact)
         try:
-            outputs = run_outputs(runtime, inputs.batches, inputs.output_index)
+            outputs = run_outputs(runtime, inputs.batches, inputs.output_index, inputs.output_axis)
             p50, p99, throughput = time_runtime(
                 runtime, inputs.singles, inputs.timing_batches, cfg.repeats, cfg.warmup, inputs.rows
             )
@@ -342,6 +345,9 @@ def _measure(model: Model, variant: Variant, target: Target, inputs: _Inputs, re
         log.warning("%s on %s failed: %s", variant.name, target.label, message)
         log.debug("%s on %s: traceback", variant.name, target.label, exc_info=True)
         return replace(base, error=message)
+    if outputs.shape != reference.shape:  # e.g. a runtime sizing a data-dependent axis otherwise
+        return replace(base, provider=provider, error=f"outputs shaped {list(outputs.shape)}, the "
+                       f"FP32 reference's {list(reference.shape)}")
     metrics = fidelity(model.task, outputs, reference, inputs.labels)
     passed, criterion = judge(metrics, ref["metrics"], cfg.budget)
     return replace(base, provider=provider, metrics=metrics, within_budget=passed, criterion=criterion,
@@ -552,7 +558,12 @@ def _profile(folder: Path, model: Model) -> None:
     data = model.calibration_data.take(PROFILE_SAMPLES)
     runner = PlanRunner(folder)
     try:
-        outputs = np.concatenate([runner.predict(batch) for batch in data.batches(PROFILE_BATCH)])
+        signature = model.signature
+        axis = signature.outputs[signature.primary_output()].batch_axis
+        batches = data.batches(PROFILE_BATCH if signature.batched else 1)  # else: one row a call
+        predicted = [runner.predict(batch) for batch in batches]
+        outputs = (np.stack(predicted) if axis is None
+                   else np.concatenate([np.moveaxis(p, axis, 0) for p in predicted]))
         text = model.preprocessor if isinstance(model.preprocessor, TextPreprocessor) else None
         if text is not None:  # the server answers text models with L2-normalized embeddings
             outputs = outputs / np.maximum(np.linalg.norm(outputs, axis=1, keepdims=True), 1e-12)

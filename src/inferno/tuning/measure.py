@@ -67,9 +67,17 @@ def encode_batches(model: Model, data: EvalData, batch_size: int) -> list[Feeds]
     return [model.preprocessor.encode(batch) for batch in data.batches(batch_size)]
 
 
-def run_outputs(runtime: Runtime, batches: Sequence[Feeds], output_index: int) -> np.ndarray:
-    """Run every batch and stack the chosen output (the accuracy pass)."""
-    return np.concatenate([runtime.run(feeds)[output_index] for feeds in batches])
+def run_outputs(runtime: Runtime, batches: Sequence[Feeds], output_index: int,
+                batch_axis: int | None = 0) -> np.ndarray:
+    """Run every batch and stack the chosen output, rows first (the accuracy pass).
+
+    ``batch_axis``: where the output has its rows (moved to axis 0 before stacking); None:
+    the graph has no batch, and each call's whole output is one row.
+    """
+    outputs = [runtime.run(feeds)[output_index] for feeds in batches]
+    if batch_axis is None:
+        return np.stack(outputs)
+    return np.concatenate([np.moveaxis(o, batch_axis, 0) for o in outputs])
 
 
 def latencies_ms(runtime: Runtime, singles: Sequence[Feeds], repeats: int) -> list[float]:
