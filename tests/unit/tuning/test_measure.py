@@ -88,3 +88,28 @@ def test_an_error_message_is_capped_and_never_empty() -> None:
     assert len(error_message(ValueError("x" * 1000))) == 300
     assert error_message(ValueError("")) == "ValueError: "
     assert error_message(KeyError("src/a.cpp:1:")) == "KeyError: 'src/a.cpp:1:'"
+
+
+class ShapedRuntime:
+    """Returns a state-like output [2, rows, 3] whose values name the call and the row."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def run(self, feeds: dict[str, Any]) -> list[np.ndarray]:
+        rows = feeds["state"].shape[1]
+        out = np.empty((2, rows, 3), np.float32)
+        out[:] = (self.calls * 100 + np.arange(rows))[None, :, None]
+        self.calls += 1
+        return [out]
+
+
+def test_accuracy_pass_stacks_rows_from_the_outputs_batch_axis() -> None:
+    outputs = measure.run_outputs(ShapedRuntime(), [feeds(2), feeds(3)], 0, batch_axis=1)  # type: ignore[arg-type]
+    assert outputs.shape == (5, 2, 3)  # rows first, not 2 + 2 "rows" of the leading axis
+    assert outputs[:, 0, 0].tolist() == [0, 1, 100, 101, 102]
+
+
+def test_accuracy_pass_without_a_batch_axis_is_one_row_per_call() -> None:
+    outputs = measure.run_outputs(ShapedRuntime(), [feeds(1), feeds(1)], 0, batch_axis=None)  # type: ignore[arg-type]
+    assert outputs.shape == (2, 2, 1, 3)
