@@ -12,6 +12,7 @@ The tree::
     │   ├── PayloadTooLargeError a request body over the server's limit (413)
     │   └── UnauthorizedError    a missing or wrong bearer token (401)
     ├── ServiceUnavailableError  the server cannot take the request now (503, with Retry-After)
+    │   └── ModelUnavailableError    a model whose loading failed (503 with the reason)
     ├── DeadlineExceededError    a request's timeout ran out before it was served (504)
     ├── CloudError               the cloud server behind an edge cascade cannot answer (502)
     ├── MissingExtraError        an optional dependency is not installed (names the pip command)
@@ -80,6 +81,10 @@ class ServiceUnavailableError(InfernoError):
     def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class ModelUnavailableError(ServiceUnavailableError):
+    """A model of the repository whose loading failed: requests are told why (503)."""
 
 
 class DeadlineExceededError(InfernoError):

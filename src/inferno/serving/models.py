@@ -23,6 +23,7 @@ from inferno import repository
 from inferno.errors import (
     InfernoError,
     ModelLoadError,
+    ModelUnavailableError,
     ServiceUnavailableError,
     UnknownModelError,
     UserInputError,
@@ -290,10 +291,6 @@ def _tried(pipeline: Pipeline, sample: Work) -> str:
             if any(isinstance(d, str) and j != s.batch_axis for j, d in enumerate(s.shape))]
     return (f" at input shapes {shapes} (the plan records no input shapes; re-run `inferno accelerate` "
             f"with --shape NAME:DIMS for {free or 'the inputs'} at sizes the model takes)")
-
-
-class ModelUnavailableError(ServiceUnavailableError):
-    """A model of the repository whose loading failed: requests are told why (503)."""
 
 
 @dataclass
