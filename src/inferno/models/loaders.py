@@ -167,20 +167,18 @@ def _finish(request: LoadRequest, onnx_path: Path, name: str, *, task: Task | No
     """
     signature = Signature.from_onnx(_read_onnx(onnx_path, request.ref))
     given = parse_shapes(request.shapes)
-    found_shapes: shapes.Shapes | None = None
-    source = "--shape" if given else ""
+    found: shapes.Found | None = None
     if probe or given:
         if request.data is not None:  # the data's sizes are the ones to check the graph at
             given = {**_data_dims(request.data, signature), **given}
         found = _search_shapes(onnx_path, signature, given, request.ref)
-        signature, found_shapes = found.signature, found.shapes
-        source = "--data" if request.data is not None else found.source
+        signature = found.signature
     if request.data is not None:
         eval_data = data.load_npz(request.data, signature)
         source = "--data"
     else:
-        eval_data = data.synthesize(signature, shapes=found_shapes)
-        source = source or "synthesized"
+        eval_data = data.synthesize(signature, shapes=found.shapes if found else None)
+        source = found.source if found else "synthesized"
     rows = eval_data.samples if isinstance(eval_data.samples, dict) else {}  # tensors: always
     return Model(
         name=request.name or name, onnx_path=onnx_path, signature=signature,

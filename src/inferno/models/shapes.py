@@ -61,7 +61,6 @@ class Found:
     """The signature with batch axes checked at batch 2 (outputs' taken from the run)."""
     source: str
     """``--shape``, ``graph`` (every axis fixed) or ``probe``."""
-    tried: tuple[str, ...] = ()
 
 
 def parse_shapes(items: Sequence[str]) -> dict[str, tuple[int | None, ...]]:
@@ -172,7 +171,7 @@ def search(session: Any, signature: Signature, given: dict[str, tuple[int | None
         # the declared dims stay in the signature (serving takes any size the graph takes)
         checked = _check_batch(session, declared, shapes, outputs, feeds_for)
         log.info("input sizes: %s (%s)", label, source)
-        return Found(shapes, checked, source, tuple(tried))
+        return Found(shapes, checked, source)
     worst = _most_dynamic(signature)
     hint = ", ".join(f"{s.name}:{','.join(str(d) if isinstance(d, int) else ('N' if i == s.batch_axis else 'SIZE') for i, d in enumerate(s.shape))}"
                      for s in signature.inputs if any(isinstance(d, str) for d in s.shape))

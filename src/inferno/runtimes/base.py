@@ -38,7 +38,8 @@ class Artifact:
     """Runtime-specific knobs chosen by the recipe, e.g. ``dynamic_quantization_group_size``;
     ``sequence_inputs`` names the token-sequence inputs of a text model (padded with 0 along
     axis 1 by runtimes that bucket shapes); ``cache_dir`` is where a runtime may persist what
-    it builds (TensorRT engines)."""
+    it builds (TensorRT engines); ``batch_first: False`` says some tensor has its rows
+    elsewhere than axis 0 (``state [2, batch, 128]``), so a batch must not be split on axis 0."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib.util
 import re
 import threading
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -35,14 +34,6 @@ def openvino_reason(exc: BaseException, limit: int = 300) -> str:
     said = [line for line in lines if line and not OPENVINO_NOISE.match(line)]
     text = " ".join(said or [line for line in lines if line] or [type(exc).__name__])
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _batch_first(path: Path) -> bool:
-    import onnx
-
-    from inferno.models.signature import Signature
-
-    return Signature.from_onnx(onnx.load(str(path), load_external_data=False)).batch_first
 
 
 @register
@@ -105,7 +96,7 @@ class OpenVinoRuntime(Runtime):
                 f"openvino cannot compile {artifact.onnx_path.name}: {openvino_reason(exc)}"
             ) from exc
         # Streams split a batch along axis 0: only where every tensor has its rows there.
-        self._splittable = self.streams > 1 and _batch_first(artifact.onnx_path)
+        self._splittable = self.streams > 1 and bool(artifact.hints.get("batch_first", True))
         self._requests = [compiled.create_infer_request() for _ in range(self.streams)]
         self._lock = threading.Lock()  # infer requests are not shareable between callers
         self._outputs = compiled.outputs

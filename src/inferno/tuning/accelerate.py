@@ -278,6 +278,8 @@ def _artifact(model: Model, variant: Variant | None, cfg: AccelerateConfig) -> A
     hints = dict(artifact.hints)
     hints.setdefault("max_batch_size", max(cfg.batch_size, GPU_MAX_BATCH))
     hints.setdefault("opt_batch_size", cfg.batch_size)
+    if not model.signature.batch_first:  # verified by the loader; runtimes must not split on axis 0
+        hints.setdefault("batch_first", False)
     if isinstance(model.preprocessor, TextPreprocessor):
         hints.setdefault("sequence_inputs", list(model.preprocessor.input_names))
         hints.setdefault("max_sequence_length", model.preprocessor.max_length)
