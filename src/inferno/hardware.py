@@ -26,6 +26,7 @@ CPU_FEATURES: dict[str, tuple[str, ...]] = {
     "amx_tile": ("amx_tile",),
     "amx_int8": ("amx_int8",),
     "amx_bf16": ("amx_bf16",),
+    "amx_fp16": ("amx_fp16",),
 }
 
 
@@ -50,6 +51,11 @@ class CpuInfo:
     @property
     def bf16_accelerated(self) -> bool:
         return self.has("avx512_bf16") or self.has("amx_bf16")
+
+    @property
+    def fp16_accelerated(self) -> bool:
+        """Native FP16 arithmetic (AVX512-FP16; AMX-FP16 CPUs have it too): OpenVINO's f16 hint."""
+        return self.has("avx512_fp16")
 
 
 @dataclass(frozen=True)
@@ -86,13 +92,19 @@ def detect() -> HardwareInfo:
     """Probe the machine once per process."""
     notes: list[str] = []
     return HardwareInfo(
-        cpu=_cpu(),
+        cpu=cpu_info(),
         memory_gb=_memory_gb(),
         gpus=_gpus(notes),
         ort_providers=_ort_providers(),
         openvino_devices=_openvino_devices(notes),
         notes=tuple(notes),
     )
+
+
+@functools.cache
+def cpu_info() -> CpuInfo:
+    """The CPU part of ``detect`` alone (milliseconds: no GPU or runtime probe), once per process."""
+    return _cpu()
 
 
 def _read(path: str) -> str:

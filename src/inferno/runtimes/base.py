@@ -98,6 +98,13 @@ class Runtime(ABC):
         """The execution provider or device actually in use."""
         return "CPU"
 
+    @property
+    def kernels(self) -> str | None:
+        """Which ISA paths the compute ran on, read after the timed runs (before ``close``):
+        kernels the runtime reports it executed, or where it cannot say, a statement that
+        names itself as what the CPU offers. None: the runtime tells nothing."""
+        return None
+
 
 RUNTIMES: dict[str, type[Runtime]] = {}
 

@@ -5,6 +5,9 @@ it last in ``get_providers()`` when it cannot register it), and on a GPU provide
 compute node (MatMul, Conv, attention, normalization, ...) may be assigned to the CPU: ORT
 does that per node, without a word, for ops its GPU kernels lack. Shape arithmetic on the
 CPU is normal (ORT places it there on purpose) and only counted.
+
+ORT does not report which kernel each node ran: ``kernels`` says what the CPU offers MLAS (its
+GEMM/convolution library, which dispatches on the ISA) and names it as offered, not observed.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from inferno.errors import RuntimeUnavailableError
+from inferno.hardware import cpu_info
 from inferno.runtimes.base import Artifact, Feeds, Runtime, device_of, register
 
 log = logging.getLogger(__name__)
@@ -36,6 +40,9 @@ COMPUTE_OPS = frozenset({
     "MaxPool", "AveragePool", "GlobalAveragePool",
 })
 """Ops whose work matters: one of these on the CPU behind a GPU provider is a fallback."""
+
+MLAS_ISA = ("amx_int8", "avx512_vnni", "avx_vnni", "avx512f", "avx2")
+"""CPU features MLAS dispatches its kernels on (INT8: AMX, VNNI; FP32: AVX-512, AVX2), best first."""
 
 TRT_CACHE_DIR = "trt_cache"
 """Folder (inside ``Artifact.hints['cache_dir']``) for TensorRT engines and timing caches."""
@@ -126,6 +133,22 @@ class OnnxRuntime(Runtime):
     @property
     def provider(self) -> str:
         return getattr(self, "_provider", CPU)
+
+    @property
+    def kernels(self) -> str | None:
+        """On the CPU, MLAS with the ISA the CPU offers it (ORT reports no kernel per node:
+        offered, not observed); on a GPU provider, the nodes each provider was given."""
+        placement: dict[str, Counter[str]] = getattr(self, "placement", {})
+        if self.provider == CPU:
+            return mlas_offer()
+        return ", ".join(f"{ep} ×{sum(ops.values())} nodes" for ep, ops in placement.items()) or None
+
+
+def mlas_offer() -> str:
+    """``MLAS; CPU offers avx512_vnni, avx512f (not observed: ORT reports no kernels)``."""
+    cpu = cpu_info()
+    offered = [feature for feature in MLAS_ISA if cpu.has(feature)] or [f"{cpu.architecture} baseline"]
+    return f"MLAS; CPU offers {', '.join(offered)} (not observed: ORT reports no kernels)"
 
 
 def provider_chain(requested: str, device_id: int, artifact: Artifact) -> list[Any]:

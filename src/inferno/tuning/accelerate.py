@@ -295,8 +295,8 @@ def _runs(model: Model, target: Target, variant: Variant, cfg: AccelerateConfig)
 
 
 def _run_one(target: Target, artifact: Artifact, inputs: _Inputs,
-             cfg: AccelerateConfig) -> tuple[np.ndarray, Timing, str]:
-    """Load, run the accuracy pass, time, meter energy; return (outputs, figures, provider)."""
+             cfg: AccelerateConfig) -> tuple[np.ndarray, Timing, str, str | None]:
+    """Load, run the accuracy pass, time, meter energy; return (outputs, figures, provider, kernels)."""
     runtime = RUNTIMES[target.runtime](RuntimeSettings(cfg.threads, target.provider))
     with PeakMemory() as memory:
         runtime.load(artifact)
@@ -307,9 +307,9 @@ def _run_one(target: Target, artifact: Artifact, inputs: _Inputs,
             )
             joules, source = energy_per_inference(runtime, inputs.timing_batches, target.device, inputs.rows)
         finally:
-            provider = runtime.provider
+            provider, kernels = runtime.provider, runtime.kernels
             runtime.close()
-    return outputs, Timing(p50, p99, throughput, memory.peak_mb, joules, source), provider
+    return outputs, Timing(p50, p99, throughput, memory.peak_mb, joules, source), provider, kernels
 
 
 def _reference(model: Model, inputs: _Inputs, cfg: AccelerateConfig, step: _Counter,
@@ -318,16 +318,16 @@ def _reference(model: Model, inputs: _Inputs, cfg: AccelerateConfig, step: _Coun
     step("measuring the PyTorch eager baseline")
     torch_rt = RUNTIMES[BASELINE_RUNTIME]
     if model.torch_factory is not None and torch_rt.available():
-        outputs, timing, provider = _run_one(Target(BASELINE_RUNTIME), _artifact(model, None, cfg), inputs, cfg)
+        outputs, timing, provider, kernels = _run_one(Target(BASELINE_RUNTIME), _artifact(model, None, cfg), inputs, cfg)
         metrics = fidelity(model.task, outputs, outputs, inputs.labels)
         baseline = Measurement(
             "fp32", BASELINE_RUNTIME, provider, "fp32", "PyTorch eager, the source module",
             metrics=metrics, within_budget=True, criterion=judge(metrics, metrics, cfg.budget)[1],
-            **asdict(timing),
+            kernels=kernels, **asdict(timing),
         )
         return outputs, {"runtime": "PyTorch eager FP32", "metrics": metrics}, baseline
     artifact = Artifact(model.onnx_path, model.signature.input_names)
-    outputs, _, _ = _run_one(Target("onnxruntime"), artifact, inputs, cfg)
+    outputs, *_ = _run_one(Target("onnxruntime"), artifact, inputs, cfg)
     metrics = fidelity(model.task, outputs, outputs, inputs.labels)
     return outputs, {"runtime": "ONNX Runtime FP32 (no PyTorch source)", "metrics": metrics}, None
 
@@ -339,7 +339,7 @@ def _measure(model: Model, variant: Variant, target: Target, inputs: _Inputs, re
                        size_mb=variant.size_mb, requested_provider=target.provider,
                        integer_ops=variant.integer_ops)
     try:
-        outputs, timing, provider = _run_one(target, _artifact(model, variant, cfg), inputs, cfg)
+        outputs, timing, provider, kernels = _run_one(target, _artifact(model, variant, cfg), inputs, cfg)
     except InfernoError as exc:
         return replace(base, error=str(exc))
     except Exception as exc:  # a runtime rejecting this graph: record it, measure the rest
@@ -348,11 +348,11 @@ def _measure(model: Model, variant: Variant, target: Target, inputs: _Inputs, re
         log.debug("%s on %s: traceback", variant.name, target.label, exc_info=True)
         return replace(base, error=message)
     if outputs.shape != reference.shape:  # e.g. a runtime sizing a data-dependent axis otherwise
-        return replace(base, provider=provider, error=f"outputs shaped {list(outputs.shape)}, the "
+        return replace(base, provider=provider, kernels=kernels, error=f"outputs shaped {list(outputs.shape)}, the "
                        f"FP32 reference's {list(reference.shape)}")
     metrics = fidelity(model.task, outputs, reference, inputs.labels)
     passed, criterion = judge(metrics, ref["metrics"], cfg.budget)
-    return replace(base, provider=provider, metrics=metrics, within_budget=passed, criterion=criterion,
+    return replace(base, provider=provider, kernels=kernels, metrics=metrics, within_budget=passed, criterion=criterion,
                    **asdict(timing))
 
 
@@ -481,7 +481,7 @@ def _report(model: Model, cfg: AccelerateConfig, hardware: HardwareInfo, inputs:
                     best.within_budget, best.speedup, "", reason, best.requested_provider,
                     best.joules_per_inference, best.speedup_low, best.speedup_high,
                     best.speedup_rounds, best.speedup_eager, best.criterion, best.integer_ops,
-                    kept_within_noise=reason.startswith(WITHIN_NOISE))
+                    kept_within_noise=reason.startswith(WITHIN_NOISE), kernels=best.kernels)
     return Report(
         model=model.name, source=model.source, task=model.task.value, objective=cfg.objective,
         batch_size=cfg.batch_size, threads=cfg.threads, budget=cfg.budget.model_dump(),

@@ -85,7 +85,7 @@ RECIPES: dict[str, Recipe] = {
            compute="bf16", dynamic_quantization_group_size=DQ_GROUP),
         _r("fp16", [("fp16", {})], "fp16", "FP16 graph with FP32 inputs/outputs (GPU only)"),
         _r("fp16-compute", [("fp16_compute", {})], "fp32",
-           "FP32 graph computed in FP16 by the runtime: TensorRT FP16, PyTorch FP16 weights (GPU only)",
+           "FP32 graph computed in FP16 by the runtime: TensorRT or PyTorch on a GPU, OpenVINO on an AVX512-FP16 CPU",
            compute="fp16"),
         _r("fused-fp16", [("transformer_fusion", {"use_gpu": True}), ("fp16", {})], "fp16",
            "transformer fusions for the GPU, then an FP16 graph (ORT CUDA; GPU only)", ("text",)),

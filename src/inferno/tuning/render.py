@@ -2,7 +2,9 @@
 
 Speed-ups are shown as ratios to ONNX Runtime FP32 with their spread: ``1.32× (1.25–1.40)``
 is the median and interquartile range of interleaved rounds; ``~1.3×`` a single sweep
-measurement, rough. The fidelity column shows what the budget was judged on.
+measurement, rough. The fidelity column shows what the budget was judged on. The ISA paths
+the compute ran on (``Measurement.kernels``) are a line under the choice, and in Markdown a
+list under the table, not a column.
 """
 
 from __future__ import annotations
@@ -165,6 +167,8 @@ def summary(report: Report) -> str:
                f"p50 {c.latency_ms_p50:.2f} ms", format_metrics(c.metrics, c.criterion)]
     lines = [f"chosen: {c.name} on {target_label(c.runtime, c.requested_provider)} ({c.provider}): "
              + ", ".join(figures), f"why: {c.reason}"]
+    if c.kernels:
+        lines.append(f"kernels: {c.kernels}")
     if speedup and report.timing.get("uncertain"):
         lines.append("caution: the speed figures are uncertain here (see the notes)")
     if report.timing.get("rounds"):
@@ -174,6 +178,13 @@ def summary(report: Report) -> str:
             "measurement (rough)"
         )
     return "\n".join(lines)
+
+
+def kernel_lines(report: Report) -> list[str]:
+    """Markdown: which ISA paths each measured row's compute ran on, where its runtime says."""
+    measured = [*([report.baseline] if report.baseline else []), *report.variants]
+    said = [f"- {m.key}: {m.kernels}" for m in measured if m.ok and m.kernels]
+    return ["", "Kernels (ISA paths the compute ran on):", "", *said] if said else []
 
 
 def to_markdown(report: Report) -> str:
@@ -195,6 +206,7 @@ def to_markdown(report: Report) -> str:
         "|" + "---|" * len(COLUMNS),
     ]
     lines += ["| " + " | ".join(r) + " |" for r in rows(report)]
+    lines += kernel_lines(report)
     devices = device_rows(report)
     if len(devices) > 1:
         lines += ["", "CPU vs GPU:", "", "| " + " | ".join(DEVICE_COLUMNS) + " |",

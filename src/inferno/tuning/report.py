@@ -50,6 +50,10 @@ class Measurement:
     (for a failure, every criterion tried)."""
     integer_ops: int | None = None
     """Nodes of the variant's graph that compute or convert in integers (None: unknown)."""
+    kernels: str | None = None
+    """Which ISA paths the compute ran on (``Runtime.kernels``): OpenVINO's executed primitives
+    counted (``brgemm_avx512_i8 ×36 (FullyConnected), ...``), or for ONNX Runtime what the CPU
+    offers MLAS, said to be not observed; None where the runtime tells nothing."""
 
     @property
     def ok(self) -> bool:
@@ -106,6 +110,8 @@ class Chosen:
     integer_ops: int | None = None
     kept_within_noise: bool = False
     """The fastest candidate did not beat the FP32 graph beyond the spread: the FP32 graph was kept."""
+    kernels: str | None = None
+    """``Measurement.kernels`` of the chosen row."""
 
     @property
     def key(self) -> str:
