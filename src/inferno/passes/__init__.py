@@ -11,6 +11,7 @@ graph_optimization     fp32       ORT graph optimizations, saved offline
 transformer_fusion     fp32       ORT transformer fusions (Attention, SkipLayerNorm)
 int8_dynamic           int8       ``quantize_dynamic``: INT8 weights, runtime ranges
 int8_static            int8       ``quantize_static``: QDQ, calibrated ranges
+int8_nncf              int8       ``nncf.quantize``: QDQ, NNCF's schemes, accuracy control
 int8_weight_only       int8w      INT8 weights behind DequantizeLinear, float activations
 mixed_precision        int8       INT8 except the measured most-sensitive nodes
 bf16                   bf16       FP32 graph, computed in BF16 by the runtime
@@ -25,6 +26,7 @@ from inferno.passes.bf16 import Bf16
 from inferno.passes.fp16 import Fp16, Fp16Compute
 from inferno.passes.graph_optimization import GraphOptimization
 from inferno.passes.int8_dynamic import Int8Dynamic
+from inferno.passes.int8_nncf import Int8Nncf
 from inferno.passes.int8_static import Int8Static
 from inferno.passes.int8_weight_only import Int8WeightOnly
 from inferno.passes.mixed_precision import MixedPrecision, MixedPrecisionReport, Sensitivity
@@ -39,6 +41,7 @@ __all__ = [
     "Fp16Compute",
     "GraphOptimization",
     "Int8Dynamic",
+    "Int8Nncf",
     "Int8Static",
     "Int8WeightOnly",
     "MixedPrecision",

@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from pydantic import BaseModel, ConfigDict
 
+from inferno.errors import PassError
 from inferno.hardware import HardwareInfo
 
 Feeds = dict[str, np.ndarray]
@@ -33,7 +34,12 @@ class PassContext:
 
     hardware: HardwareInfo
     calibration: Sequence[Feeds] = ()
-    """Batches of real inputs (feeds) for calibration and sensitivity analysis."""
+    """Batches of real inputs (feeds) for calibration and sensitivity analysis, all of one
+    shape (ORT's histogram calibrators stack them): text is padded to its longest sample."""
+    samples: Sequence[Feeds] = ()
+    """The same inputs one sample per feed, each at its own shape (text unpadded), for
+    calibrators that take varying shapes: padding tokens' activations then widen no range.
+    Empty: use ``calibration``."""
     model_type: str | None = None
     """Architecture family when known, e.g. ``"bert"``; transformer fusions need it."""
     attributes: dict[str, int] = field(default_factory=dict)
@@ -70,6 +76,11 @@ class Pass(ABC):
     def describe(self) -> str:
         opts = self.options.model_dump()
         return self.name + (f"({', '.join(f'{k}={v}' for k, v in opts.items())})" if opts else "")
+
+
+class NothingToDo(PassError):
+    """Raised by ``run`` when measuring showed the rewrite is not needed (the graph it would
+    write is one another recipe already builds); the variant is then not built, as a no-op."""
 
 
 PASSES: dict[str, type[Pass]] = {}

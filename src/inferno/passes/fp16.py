@@ -36,8 +36,8 @@ class Fp16(Pass):
     options: Options
 
     def applies_to(self, model: onnx.ModelProto, ctx: PassContext) -> bool:
-        """True when ORT has the CUDA execution provider or a GPU is present."""
-        return has_gpu(ctx)
+        """True with a GPU (or ORT's CUDA provider), or a CPU that computes FP16 (AVX512-FP16)."""
+        return has_gpu(ctx) or ctx.hardware.cpu.fp16_accelerated
 
     def run(self, src: Path, dst: Path, ctx: PassContext) -> None:
         """Convert ``src`` to FP16 and write ``dst``.
@@ -69,13 +69,15 @@ class Fp16Compute(Bf16):
 
     The runtimes that take this pick FP16 themselves, better than a blanket conversion:
     TensorRT's FP16 builder flag chooses FP16 or FP32 per layer by measured speed and keeps
-    FP32 where a layer needs it; PyTorch casts the source module's weights to FP16. Only
-    where a GPU is present (CPU FP16 arithmetic is emulated here).
+    FP32 where a layer needs it; PyTorch casts the source module's weights to FP16;
+    OpenVINO computes in FP16 on CPUs with AVX512-FP16. Only where a GPU or such a CPU is
+    present (elsewhere CPU FP16 arithmetic is emulated or silently computed in another
+    precision).
     """
 
     name = "fp16_compute"
     precision = "fp16"
 
     def applies_to(self, model: onnx.ModelProto, ctx: PassContext) -> bool:
-        """True when ORT has the CUDA execution provider or a GPU is present."""
-        return has_gpu(ctx)
+        """True with a GPU (or ORT's CUDA provider), or a CPU that computes FP16 (AVX512-FP16)."""
+        return has_gpu(ctx) or ctx.hardware.cpu.fp16_accelerated

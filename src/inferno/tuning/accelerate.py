@@ -155,7 +155,8 @@ def accelerate(
     notify = progress or (lambda *_: None)
     with tempfile.TemporaryDirectory(prefix="inferno-") as tmp:
         ctx = PassContext(
-            hardware=hardware, calibration=_calibration(loaded), threads=cfg.threads,
+            hardware=hardware, calibration=_calibration(loaded),
+            samples=_calibration_samples(loaded), threads=cfg.threads,
             model_type=loaded.architecture.get("model_type"),
             attributes={k: v for k, v in loaded.architecture.items() if isinstance(v, int)},
         )
@@ -265,6 +266,12 @@ def _calibration(model: Model) -> list[Feeds]:
         return encode_batches(model, data, 16 if model.signature.batched else 1)
     (feeds,) = encode_batches(model, data, len(data))
     return [{k: v[i : i + 1] for k, v in feeds.items()} for i in range(len(data))]
+
+
+def _calibration_samples(model: Model) -> list[Feeds]:
+    """The calibration samples one per feed, each at its own shape (text: unpadded)."""
+    data = model.calibration_data.take(CALIBRATION_SAMPLES)
+    return encode_batches(model, data, 1) if model.signature.batched else []
 
 
 def _artifact(model: Model, variant: Variant | None, cfg: AccelerateConfig) -> Artifact:

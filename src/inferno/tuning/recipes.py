@@ -71,6 +71,13 @@ RECIPES: dict[str, Recipe] = {
            "static INT8 QDQ, entropy calibration", ("vision",)),
         _r("int8-static-percentile", [PREPARE, ("int8_static", {"method": "percentile"})], "int8",
            "static INT8 QDQ, percentile calibration", ("vision",)),
+        _r("int8-nncf", [PREPARE, ("int8_nncf", {})], "int8",
+           "NNCF post-training INT8 (its transformer scheme with SmoothQuant where the graph has attention)"),
+        _r("int8-nncf-bf16", [PREPARE, ("int8_nncf", {}), ("bf16", {})], "int8",
+           "NNCF post-training INT8; the float ops in BF16", compute="bf16"),
+        _r("int8-nncf-ac", [PREPARE, ("int8_nncf", {"accuracy_control": True})], "mixed",
+           "NNCF INT8 with accuracy control: the costliest quantizers reverted to float until the "
+           "worst sample's cosine drops by at most 0.01"),
         _r("int8-mixed", [PREPARE, ("mixed_precision", {"base": "dynamic"})], "mixed",
            "dynamic INT8 keeping the most error-sensitive MatMuls in FP32", ("text",)),
         _r("int8-mixed-static", [PREPARE, ("mixed_precision", {"base": "static"})], "mixed",

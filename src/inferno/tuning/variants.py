@@ -19,6 +19,7 @@ import onnx
 from inferno.errors import InfernoError
 from inferno.models.model import Model
 from inferno.passes import PASSES, PassContext, integer_op_count, make_pass, op_counts
+from inferno.passes.base import NothingToDo
 from inferno.runtimes import Artifact
 from inferno.tuning.recipes import PREPARATION_PASSES, RECIPES, Recipe, source_equivalent
 
@@ -131,6 +132,8 @@ def _run_steps(
         target = workdir / f"{recipe.name}.{step}.onnx"
         try:
             graph_pass.run(current, target, ctx)
+        except NothingToDo as exc:
+            return f"no-op: {exc}"
         except InfernoError as exc:
             return f"{pass_name} failed: {exc}"
         except Exception as exc:  # a third-party tool failing on this graph: record, keep going
