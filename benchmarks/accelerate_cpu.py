@@ -7,7 +7,12 @@ contenders
     ONNX Runtime FP32 (an ``InferenceSession`` with default options except the thread count),
     ONNX Runtime INT8 dynamic (``quantize_dynamic(fp32, out)`` with no options),
     OpenVINO FP32 and BF16 (``compile_model(onnx, "CPU", {precision hint, threads, LATENCY})``,
-    skipped with a note when openvino is not installed), and inferno's plan: the folder given by
+    skipped with a note when openvino is not installed), OpenVINO INT8 by NNCF — the recipe of
+    OpenVINO's own tutorials: ``nncf.quantize(core.read_model(onnx), dataset)`` with
+    ``model_type=TRANSFORMER`` for minilm (default PTQ otherwise), calibrated one sample per
+    item on the model's calibration data (minilm: its 260 bundled sentences; digits: the
+    training split), then compiled with the FP32 hint ("rest FP32") and the BF16 hint ("rest
+    BF16") — and inferno's plan: the folder given by
     ``--plan``, else the one ``inferno.accelerate(model, repository=<temp dir>)`` writes with
     default settings (run first; minutes for minilm). Every contender gets the same pre-tokenized
     feeds: tokenization is outside every timing, inferno's included.
@@ -18,8 +23,10 @@ minilm workloads
     (the evaluation sentences concatenated and cut into windows of exactly 128 tokens including
     [CLS]/[SEP], attention mask all ones); ``p50``: batch-1 latency over the same short
     sentences, one at a time. Fidelity: cosine similarity (mean and min) of each contender's
-    embeddings to PyTorch eager FP32 over all evaluation sentences (batches of 32, padded per
-    batch); within fidelity = cosine mean >= 0.99 and min >= 0.95 (inferno's default budget).
+    embeddings to PyTorch eager FP32 on sentences that neither inferno nor NNCF saw while
+    tuning: the 200 held-out in-domain sentences of ``tests/data/drift/in_domain.txt``
+    (batches of 32, padded per batch); the 260 tuning sentences' min is shown beside them.
+    Within fidelity = held-out cosine mean >= 0.99 and min >= 0.95 (inferno's default budget).
 
 digits workloads
     Throughput at batch 32 (the test images, cycled) and batch-1 p50 latency. Fidelity: test
@@ -35,6 +42,16 @@ Timing
     over rounds; every ratio is the median of the per-round ratios, so slow drifts of a shared
     machine cancel out. Absolute numbers mean little on a shared machine; the ratios are the
     result.
+
+% of peak
+    ``%pk`` is the contender's throughput in operations per second (MatMul/Conv/Gemm FLOPs of
+    the FP32 graph at the workload's padded shapes, counted from the graph by ORT's symbolic
+    shape inference: padding tokens count, as they are computed) over this machine's measured
+    GEMM peak (``benchmarks/peak.py``, measured before and after the timing, the higher kept)
+    in the precision the contender's matrix products run in: INT8 for INT8 graphs, BF16 for
+    BF16 compute, else FP32. Small models at batch 32 can pass 100%: the peak is one square
+    GEMM's, and a drifting shared machine can be faster during the timing than at either
+    peak measurement.
 
 Ratios
     ``×eager`` is each contender's speed-up over PyTorch eager (throughput ratio; for p50, eager
@@ -92,6 +109,8 @@ MAX_PASSES = 500
 PAUSE_S = 0.05
 """Between contenders: lets the previous runtime's spinning worker threads go idle."""
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "accelerate_cpu.json"
+HELD_OUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "drift" / "in_domain.txt"
+"""minilm sentences that accelerate and NNCF never see: fidelity is judged on them."""
 EAGER = "eager"
 PLAN = "inferno"
 ORT_FP32 = "ort-fp32"
@@ -114,6 +133,11 @@ class Contender:
     recipe: str
     run: RunFn
     close: Callable[[], None] = lambda: None
+    compute: str = "fp32"
+    """Precision its matrix products run in (fp32, bf16, int8): which peak %pk divides by."""
+    kernel_probe: Callable[[], str | None] = lambda: None
+    """OpenVINO's executed primitives (read after the timing, when every node has run)."""
+    kernels: str | None = None
     fidelity: dict[str, float] = field(default_factory=dict)
     within: bool = False
     reps: dict[str, int] = field(default_factory=dict)
@@ -127,10 +151,15 @@ class Suite:
     name: str
     workloads: list[Workload]
     eval_batches: list[Feeds]
+    """Where fidelity is judged: data no contender was tuned on."""
     labels: np.ndarray | None
     fidelity_note: str
     output_index: int
     info: dict[str, Any] = field(default_factory=dict)
+    tuned_batches: list[Feeds] = field(default_factory=list)
+    """The data the contenders calibrated on (minilm): its cosine min is shown beside."""
+    calibration: list[Feeds] = field(default_factory=list)
+    """One sample per feed, for the NNCF peers' calibration."""
 
 
 def say(text: str) -> None:
@@ -180,20 +209,31 @@ def minilm_suite(model: Any) -> Suite:
             latency=True,
         ),
     ]
-    eval_batches = [pre.encode(sentences[i : i + BATCH]) for i in range(0, len(sentences), BATCH)]
+    held_out = [line.strip() for line in HELD_OUT.read_text().splitlines() if line.strip()]
+    tuning = list(model.calibration_data.samples)
+    if set(held_out) & set(tuning):
+        raise SystemExit(f"{HELD_OUT} shares sentences with the tuning set: not held out")
+
+    def batches(texts: list[str]) -> list[Feeds]:
+        return [pre.encode(texts[i : i + BATCH]) for i in range(0, len(texts), BATCH)]
+
     return Suite(
         "minilm",
         workloads,
-        eval_batches,
+        batches(held_out),
         None,
-        f"cosine to PyTorch eager FP32 embeddings over all {len(sentences)} eval sentences "
-        f"(batches of {BATCH}, padded per batch)",
+        f"cosine to PyTorch eager FP32 embeddings over {len(held_out)} held-out sentences "
+        f"({HELD_OUT.name}; batches of {BATCH}, padded per batch); 'tuned min': the "
+        f"{len(tuning)} sentences accelerate and NNCF calibrated on",
         model.signature.primary_output(),
         {
             "short_mean_tokens": mean_tokens,
             "short_padded_length": int(short_batch["input_ids"].shape[1]),
-            "eval_sentences": len(sentences),
+            "held_out_sentences": len(held_out),
+            "tuning_sentences": len(tuning),
         },
+        tuned_batches=batches(tuning),
+        calibration=[pre.encode([t]) for t in tuning],
     )
 
 
@@ -261,14 +301,17 @@ def digits_suite(model: Any) -> Suite:
         ),
     ]
     eval_batches = [{name: pixels[i : i + BATCH]} for i in range(0, len(pixels), BATCH)]
+    train = np.ascontiguousarray(model.calibration_data.samples[name], dtype=np.float32)
     return Suite(
         "digits",
         workloads,
         eval_batches,
         labels,
-        f"test accuracy over the whole test split ({len(pixels)} images)",
+        f"test accuracy over the whole test split ({len(pixels)} images; calibration used the "
+        "training split)",
         model.signature.primary_output(),
         {"test_images": len(pixels)},
+        calibration=[{name: train[i : i + 1]} for i in range(min(len(train), 300))],
     )
 
 
@@ -320,15 +363,19 @@ def ort_int8(model: Any, threads: int, index: int, tmp: Path) -> Contender:
         "ONNX Runtime INT8 dynamic",
         "quantize_dynamic(fp32, out), no options",
         _ort_run(out, threads, index),
+        compute="int8",
     )
 
 
-def openvino(model: Any, threads: int, index: int, precision: str) -> Contender:
+def _ov_run(model: Any, hint: str, threads: int, index: int) -> tuple[RunFn, Callable[[], str]]:
+    """``model``: a path or an ``ov.Model``, compiled for the CPU with the precision hint; with
+    the probe of the primitives its compute nodes ran with."""
     import openvino as ov
 
-    hint = {"fp32": "f32", "bf16": "bf16"}[precision]
+    from inferno.runtimes.openvino import executed_nodes, kernel_summary
+
     compiled = ov.Core().compile_model(
-        str(model.onnx_path),
+        model if isinstance(model, ov.Model) else str(model),
         "CPU",
         {
             "INFERENCE_PRECISION_HINT": hint,
@@ -343,11 +390,52 @@ def openvino(model: Any, threads: int, index: int, precision: str) -> Contender:
     def run(feeds: Feeds) -> np.ndarray:
         return request.infer({n: feeds[n] for n in names})[output]
 
+    return run, lambda: kernel_summary(executed_nodes(compiled))
+
+
+def openvino(model: Any, threads: int, index: int, precision: str) -> Contender:
+    hint = {"fp32": "f32", "bf16": "bf16"}[precision]
+    run, probe = _ov_run(model.onnx_path, hint, threads, index)
     return Contender(
         f"ov-{precision}",
         f"OpenVINO {precision.upper()}",
         f"compile_model(onnx, CPU, precision hint {hint}, threads, LATENCY)",
         run,
+        compute=precision,
+        kernel_probe=probe,
+    )
+
+
+_NNCF_MODELS: dict[str, Any] = {}
+"""NNCF's quantized ov.Model per bundled model: quantized once, compiled per precision hint."""
+
+
+def nncf_int8(model: Any, suite: Suite, threads: int, index: int, rest: str) -> Contender:
+    import nncf
+    import openvino as ov
+
+    transformer = suite.name == "minilm"
+    if suite.name not in _NNCF_MODELS:
+        ov_model = ov.Core().read_model(str(model.onnx_path))
+        names = [p.get_any_name() for p in ov_model.inputs]
+        dataset = nncf.Dataset(suite.calibration, lambda f: {n: f[n] for n in names})
+        _NNCF_MODELS[suite.name] = nncf.quantize(
+            ov_model,
+            dataset,
+            model_type=nncf.ModelType.TRANSFORMER if transformer else None,
+            subset_size=len(suite.calibration),
+        )
+    hint = {"fp32": "f32", "bf16": "bf16"}[rest]
+    scheme = "model_type=TRANSFORMER" if transformer else "default"
+    run, probe = _ov_run(_NNCF_MODELS[suite.name], hint, threads, index)
+    return Contender(
+        f"nncf-int8-{rest}",
+        f"OpenVINO INT8 (NNCF), rest {rest.upper()}",
+        f"nncf.quantize(read_model(onnx), {len(suite.calibration)} samples, {scheme}); "
+        f"compile_model(CPU, precision hint {hint}, threads, LATENCY)",
+        run,
+        compute="int8",
+        kernel_probe=probe,
     )
 
 
@@ -357,32 +445,43 @@ def inferno_plan(folder: Path, threads: int) -> Contender:
     runner = inferno.load_plan(folder, threads=threads)
     index = runner.signature.primary_output()
     plan = runner.plan
+    # INT8 graphs and INT8 weights with dynamically quantized activations multiply in INT8
+    integer = plan.graph_precision in ("int8", "int8w", "mixed")
+    compute = "int8" if integer else plan.compute_precision
     return Contender(
         PLAN,
         f"inferno plan ({plan.variant} @ {plan.runtime})",
         f"load_plan({folder}); runtime.run(feeds): {plan.variant} on {plan.runtime} ({plan.provider})",
         lambda feeds: runner.runtime.run(feeds)[index],
         runner.close,
+        compute=compute if compute in ("fp32", "bf16", "int8") else "fp32",
+        kernel_probe=lambda: getattr(runner.runtime, "kernels", None),
     )
 
 
 def build_contenders(
-    model: Any, plan: Path, threads: int, index: int, tmp: Path
+    model: Any, suite: Suite, plan: Path, threads: int, tmp: Path
 ) -> tuple[list[Contender], dict[str, str]]:
     """Every contender that loads here, PyTorch eager first; the others' reasons in ``skipped``."""
+    index = suite.output_index
     has_ov = importlib.util.find_spec("openvino") is not None
+    has_nncf = has_ov and importlib.util.find_spec("nncf") is not None
     builders: list[tuple[str, Callable[[], Contender] | None]] = [
         ("PyTorch eager FP32", lambda: torch_eager(model, threads, index)),
         ("ONNX Runtime FP32", lambda: ort_fp32(model, threads, index)),
         ("ONNX Runtime INT8 dynamic", lambda: ort_int8(model, threads, index, tmp)),
         ("OpenVINO FP32", (lambda: openvino(model, threads, index, "fp32")) if has_ov else None),
         ("OpenVINO BF16", (lambda: openvino(model, threads, index, "bf16")) if has_ov else None),
+        ("OpenVINO INT8 (NNCF), rest FP32",
+         (lambda: nncf_int8(model, suite, threads, index, "fp32")) if has_nncf else None),
+        ("OpenVINO INT8 (NNCF), rest BF16",
+         (lambda: nncf_int8(model, suite, threads, index, "bf16")) if has_nncf else None),
         ("inferno plan", lambda: inferno_plan(plan, threads)),
     ]
     contenders, skipped = [], {}
     for label, build in builders:
         if build is None:
-            skipped[label] = "openvino is not installed (pip install 'inferno[openvino]')"
+            skipped[label] = "openvino/nncf not installed (pip install 'inferno[openvino]')"
             continue
         say(f"  loading {label}")
         try:
@@ -400,7 +499,8 @@ def build_contenders(
 
 def measure_fidelity(suite: Suite, contenders: list[Contender]) -> list[Contender]:
     """Fill each contender's fidelity; drop (and report) the ones whose run fails."""
-    reference = _outputs(contenders[0], suite)
+    reference = _outputs(contenders[0], suite.eval_batches)
+    tuned_reference = _outputs(contenders[0], suite.tuned_batches) if suite.tuned_batches else None
     ref_accuracy = _accuracy(reference, suite.labels) if suite.labels is not None else None
     from inferno.config import Budget
 
@@ -408,7 +508,7 @@ def measure_fidelity(suite: Suite, contenders: list[Contender]) -> list[Contende
     kept = []
     for c in contenders:
         try:
-            out = reference if c.key == EAGER else _outputs(c, suite)
+            out = reference if c.key == EAGER else _outputs(c, suite.eval_batches)
         except Exception as exc:  # one broken contender must not hide the others
             say(f"  dropped {c.label}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
             continue
@@ -423,13 +523,16 @@ def measure_fidelity(suite: Suite, contenders: list[Contender]) -> list[Contende
                 c.fidelity["cosine_mean"] >= budget.min_cosine_mean - 1e-9
                 and c.fidelity["cosine_min"] >= budget.min_cosine_min - 1e-9
             )
+            if tuned_reference is not None:
+                tuned = _outputs(c, suite.tuned_batches) if c.key != EAGER else tuned_reference
+                c.fidelity["tuned_cosine_min"] = float(_cosine(tuned, tuned_reference).min())
         kept.append(c)
     return kept
 
 
-def _outputs(c: Contender, suite: Suite) -> np.ndarray:
+def _outputs(c: Contender, batches: list[Feeds]) -> np.ndarray:
     # copies: a runtime may hand back a view of a buffer that its next call overwrites
-    return np.concatenate([np.array(c.run(b), dtype=np.float64) for b in suite.eval_batches])
+    return np.concatenate([np.array(c.run(b), dtype=np.float64) for b in batches])
 
 
 def _accuracy(out: np.ndarray, labels: np.ndarray | None) -> float:
@@ -448,6 +551,44 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _samples(feeds: Feeds) -> int:
     return len(next(iter(feeds.values())))
+
+
+def graph_flops(path: Path, feeds: Feeds) -> float:
+    """Operations (2 per multiply-add) of the graph's MatMul/Gemm/Conv nodes at ``feeds``' shapes.
+
+    Shapes come from ORT's symbolic shape inference with every input dimension fixed, so
+    the reshapes of a transformer resolve; a node whose shape stays unknown counts 0.
+    """
+    import onnx
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    model = onnx.load(str(path))
+    for graph_input in model.graph.input:
+        if graph_input.name in feeds:
+            dims = graph_input.type.tensor_type.shape.dim
+            for dim, size in zip(dims, feeds[graph_input.name].shape, strict=True):
+                dim.Clear()
+                dim.dim_value = int(size)
+    model = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+    graph = model.graph
+    shapes: dict[str, list[int]] = {i.name: list(i.dims) for i in graph.initializer}
+    for value in (*graph.value_info, *graph.input, *graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            shapes[value.name] = [d.dim_value for d in dims]
+    total = 0
+    for node in graph.node:
+        if node.op_type not in ("MatMul", "Gemm", "Conv"):
+            continue
+        out, first = shapes.get(node.output[0]), shapes.get(node.input[0])
+        if out is None or first is None:
+            continue
+        if node.op_type in ("MatMul", "Gemm"):
+            trans_a = any(a.name == "transA" and a.i for a in node.attribute)
+            total += 2 * math.prod(out) * (first[-2] if trans_a else first[-1])
+        elif node.op_type == "Conv" and node.input[1] in shapes:
+            total += 2 * math.prod(out) * math.prod(shapes[node.input[1]][1:])
+    return float(total)
 
 
 def timed(c: Contender, w: Workload, reps: int) -> float:
@@ -553,25 +694,41 @@ def headline(suite: Suite, contenders: list[Contender]) -> list[dict[str, Any]]:
     return lines
 
 
-def table(suite: Suite, contenders: list[Contender]) -> str:
+def peak_share(c: Contender, w: Workload, suite: Suite, peaks: dict[str, Any]) -> float | None:
+    """Percent of this machine's measured GEMM peak in the contender's compute precision."""
+    flops = suite.info.get("flop_per_sample", {}).get(w.key)
+    peak = peaks.get(c.compute)
+    if w.latency or not flops or peak is None:
+        return None
+    return median(c, w) * flops / (peak.gops * 1e9) * 100
+
+
+def table(suite: Suite, contenders: list[Contender], peaks: dict[str, Any]) -> str:
     eager = contenders[0]
-    fid_cols = ["accuracy"] if suite.labels is not None else ["cos mean", "cos min"]
-    head = (
-        ["contender"]
-        + [x for w in suite.workloads for x in (w.column, "×eager")]
-        + fid_cols
-        + ["within"]
+    fid_cols = (
+        ["accuracy"] if suite.labels is not None
+        else ["cos mean", "cos min"] + (["tuned min"] if suite.tuned_batches else [])
     )
+    with_peak = {w.key for w in suite.workloads if peak_share(eager, w, suite, peaks) is not None}
+    head = ["contender"]
+    for w in suite.workloads:
+        head += [w.column, "×eager"] + (["%pk"] if w.key in with_peak else [])
+    head += [*fid_cols, "within"]
     rows = []
     for c in contenders:
         row = [c.label]
         for w in suite.workloads:
             value = median(c, w)
             row += [_fmt(value, w, unit=False), f"{speedup(c, eager, w):.2f}x"]
+            if w.key in with_peak:
+                share = peak_share(c, w, suite, peaks)
+                row.append("-" if share is None else f"{share:.0f}%")
         if suite.labels is not None:
             row.append(f"{c.fidelity['accuracy'] * 100:.2f}%")
         else:
             row += [f"{c.fidelity['cosine_mean']:.5f}", f"{c.fidelity['cosine_min']:.5f}"]
+            if suite.tuned_batches:
+                row.append(f"{c.fidelity['tuned_cosine_min']:.5f}")
         rows.append([*row, "yes" if c.within else "no"])
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
 
@@ -603,11 +760,15 @@ def headline_text(lines: list[dict[str, Any]], suite: Suite) -> str:
     return "\n".join(out) or "  (no headline: inferno's plan did not load)"
 
 
-def contender_json(c: Contender, suite: Suite, eager: Contender) -> dict[str, Any]:
+def contender_json(
+    c: Contender, suite: Suite, eager: Contender, peaks: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "key": c.key,
         "label": c.label,
         "recipe": c.recipe,
+        "compute": c.compute,
+        "kernels": c.kernels,
         "fidelity": c.fidelity,
         "within_fidelity": c.within,
         "workloads": {
@@ -615,6 +776,7 @@ def contender_json(c: Contender, suite: Suite, eager: Contender) -> dict[str, An
                 "median": median(c, w),
                 "unit": "ms" if w.latency else "samples/s",
                 "vs_eager": speedup(c, eager, w),
+                "percent_of_peak": peak_share(c, w, suite, peaks),
                 "reps_per_round": c.reps[w.key],
                 "rounds": c.rounds[w.key],
             }
@@ -698,6 +860,7 @@ class Run:
     load: dict[str, float | None]
     elapsed: float
     record: dict[str, Any]
+    peaks: dict[str, Any] = field(default_factory=dict)
 
     @property
     def headline(self) -> list[dict[str, Any]]:
@@ -711,13 +874,15 @@ def bench_model(name: str, args: argparse.Namespace) -> Run:
     model = load_bundled(name)
     say(f"{name}: model loaded in {time.perf_counter() - start:.1f} s")
     suite = minilm_suite(model) if name == "minilm" else digits_suite(model)
+    suite.info["flop_per_sample"] = {
+        w.key: graph_flops(model.onnx_path, w.feeds[0]) / _samples(w.feeds[0])
+        for w in suite.workloads if not w.latency
+    }
     record: dict[str, Any] = {}
     with plan_folder(model, args, record) as folder, tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         say(f"{name}: loading contenders ({args.threads} threads)")
-        contenders, skipped = build_contenders(
-            model, folder, args.threads, suite.output_index, Path(tmp)
-        )
+        contenders, skipped = build_contenders(model, suite, folder, args.threads, Path(tmp))
         say(f"{name}: fidelity ({suite.fidelity_note})")
         contenders = measure_fidelity(suite, contenders)
         say(f"{name}: timing, {args.rounds or 'auto'} interleaved rounds")
@@ -726,6 +891,7 @@ def bench_model(name: str, args: argparse.Namespace) -> Run:
         load = {"before_timing": load_before, "after_timing": _load_average()}
         elapsed = time.perf_counter() - started
         for c in contenders:
+            c.kernels = c.kernel_probe()
             c.close()
     return Run(name, suite, contenders, skipped, rounds, load, elapsed, record)
 
@@ -748,8 +914,20 @@ def print_run(run: Run, threads: int) -> None:
             f"  WARNING: other processes add about {others:.1f} to the load average on "
             f"{cpus} CPUs, so even interleaved ratios are noisy; rerun on a quiet machine"
         )
-    say("\n" + table(run.suite, run.contenders) + "\n")
+    if run.peaks:
+        flops = run.suite.info["flop_per_sample"]
+        say(
+            "  %pk: share of this machine's measured GEMM peak (benchmarks/peak.py, "
+            f"{threads} threads: "
+            + ", ".join(f"{p.precision.upper()} {p.gops:,.0f}" for p in run.peaks.values())
+            + " GOP/s) in the contender's compute precision; "
+            + ", ".join(f"{k} = {v / 1e9:.3g} GFLOP/sample" for k, v in flops.items())
+        )
+    say("\n" + table(run.suite, run.contenders, run.peaks) + "\n")
     say(headline_text(run.headline, run.suite))
+    for c in run.contenders:
+        if c.kernels:
+            say(f"  kernels, {c.label}: {c.kernels}")
     say(
         f"\n{run.name}: benchmark took {run.elapsed:.0f} s (excluding accelerate); 1-min load "
         f"average {run.load['before_timing']} before timing, {run.load['after_timing']} after, "
@@ -768,7 +946,8 @@ def run_json(run: Run, threads: int) -> dict[str, Any]:
         "fidelity": run.suite.fidelity_note,
         "suite": run.suite.info,
         "skipped": run.skipped,
-        "contenders": [contender_json(c, run.suite, eager) for c in run.contenders],
+        "contenders": [contender_json(c, run.suite, eager, run.peaks) for c in run.contenders],
+        "peaks_gops": {k: p.gops for k, p in run.peaks.items()},
         "headline": run.headline,
         "benchmark_s": run.elapsed,
         "load_average_1min": run.load,
@@ -835,10 +1014,24 @@ def main(argv: list[str] | None = None) -> None:
 
     cpu = detect().cpu
     command = shlex.join(["python", *sys.argv])
-    say(f"CPU: {cpu.model} ({cpu.usable_cores} usable cores); {command}")
+    isa = ", ".join(f for f, on in cpu.features.items() if on)
+    say(f"CPU: {cpu.model} ({cpu.usable_cores} usable cores; ISA {isa}); {command}")
+    import peak
+
+    def show(peaks: dict[str, Any]) -> str:
+        return ", ".join(
+            f"{p.precision.upper()} {p.gops:,.0f} GOP/s ({p.engine})" for p in peaks.values()
+        )
+
+    before = peak.measure(args.threads)
+    say(f"measured GEMM peak: {show(before)}")
+    runs = [bench_model(name, args) for name in (MODELS if args.model == "all" else (args.model,))]
+    after = peak.measure(args.threads)
+    peaks = peak.merge(before, after)
+    say(f"measured GEMM peak again: {show(after)}; %pk divides by the higher: {show(peaks)}")
     entries = {}
-    for name in MODELS if args.model == "all" else (args.model,):
-        run = bench_model(name, args)
+    for run in runs:
+        run.peaks = peaks
         print_run(run, args.threads)
         entry = run_json(run, args.threads)
         entry.update(
@@ -847,7 +1040,7 @@ def main(argv: list[str] | None = None) -> None:
             cpu_features=cpu.features,
             date=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-        entries[name] = entry
+        entries[run.name] = entry
     save(args.json, entries)
     say(f"results: {args.json}")
 

@@ -75,9 +75,12 @@ RECIPES: dict[str, Recipe] = {
            "NNCF post-training INT8 (its transformer scheme with SmoothQuant where the graph has attention)"),
         _r("int8-nncf-bf16", [PREPARE, ("int8_nncf", {}), ("bf16", {})], "int8",
            "NNCF post-training INT8; the float ops in BF16", compute="bf16"),
-        _r("int8-nncf-ac", [PREPARE, ("int8_nncf", {"accuracy_control": True})], "mixed",
+        # 0.03: accuracy control (minutes on minilm) only runs where plain NNCF's worst sample
+        # comes near the default budget's cosine floor (0.95); elsewhere it is a no-op.
+        _r("int8-nncf-ac",
+           [PREPARE, ("int8_nncf", {"accuracy_control": True, "max_cosine_drop": 0.03})], "mixed",
            "NNCF INT8 with accuracy control: the costliest quantizers reverted to float until the "
-           "worst sample's cosine drops by at most 0.01"),
+           "worst calibration sample's cosine drops by at most 0.03"),
         _r("int8-mixed", [PREPARE, ("mixed_precision", {"base": "dynamic"})], "mixed",
            "dynamic INT8 keeping the most error-sensitive MatMuls in FP32", ("text",)),
         _r("int8-mixed-static", [PREPARE, ("mixed_precision", {"base": "static"})], "mixed",
