@@ -36,8 +36,8 @@ class Fp16(Pass):
     options: Options
 
     def applies_to(self, model: onnx.ModelProto, ctx: PassContext) -> bool:
-        """True with a GPU (or ORT's CUDA provider), or a CPU that computes FP16 (AVX512-FP16)."""
-        return has_gpu(ctx) or ctx.hardware.cpu.fp16_accelerated
+        """True when ORT has the CUDA execution provider or a GPU is present."""
+        return has_gpu(ctx)
 
     def run(self, src: Path, dst: Path, ctx: PassContext) -> None:
         """Convert ``src`` to FP16 and write ``dst``.
