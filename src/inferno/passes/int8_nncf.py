@@ -193,6 +193,9 @@ class Int8Nncf(Pass):
                 f"cosine at {worst:.4f} (allowed drop {self.options.max_cosine_drop:g}): "
                 "accuracy control would revert nothing"
             )
+        # NNCF's accuracy control takes the float model and quantizes it again itself (its
+        # API has no entry for a quantized one): the plain run above is what decides whether
+        # that cost is paid at all.
         log.info("%s: worst calibration cosine %.4f; reverting the costliest quantizers",
                  self.name, worst)
         restorer = {} if self.options.max_reverted is None else {

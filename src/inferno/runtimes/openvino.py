@@ -199,7 +199,8 @@ class OpenVinoRuntime(Runtime):
             ]
 
     def close(self) -> None:
-        self._kernels = self.kernels
+        # the summary is read on demand (16 ms on minilm): closing must not pay for it; a
+        # complete summary read before closing is kept
         self._compiled = None
         self._requests = []
 
