@@ -68,6 +68,31 @@ def has_attention(model: onnx.ModelProto) -> bool:
     )
 
 
+def fold_initializer_casts(model: onnx.ModelProto) -> int:
+    """Replace each ``Cast`` of an initializer by the cast initializer (exact); the count.
+
+    NNCF's ONNX front end reads a Cast's input type from value infos and fails with
+    ``AttributeError: type`` when the input is an initializer, which ``prepare`` makes of
+    exporters' Constant nodes (PaddleOCR's classifier has such a Cast).
+    """
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    folded = []
+    for node in graph.node:
+        if node.op_type != "Cast" or node.input[0] not in initializers:
+            continue
+        to = next(helper.get_attribute_value(a) for a in node.attribute if a.name == "to")
+        dtype = helper.tensor_dtype_to_np_dtype(to)
+        value = numpy_helper.to_array(initializers[node.input[0]]).astype(dtype)
+        graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
+        folded.append(node)
+    for node in folded:
+        graph.node.remove(node)
+    return len(folded)
+
+
 @contextlib.contextmanager
 def _quiet_nncf() -> Iterator[None]:
     """NNCF's rich progress bars (written to stdout) dropped; its INFO notes off for the call."""
@@ -144,6 +169,7 @@ class Int8Nncf(Pass):
                 f"{self.name}: needs calibration batches (PassContext.calibration is empty)"
             )
         model = load_model(src, self.name)
+        fold_initializer_casts(model)
         samples = ctx.samples or ctx.calibration  # unpadded: padding widens no range
         feeds = _quant.model_feeds(samples, model, self.name, self.options.max_samples)
         transformer = self._transformer(model)
