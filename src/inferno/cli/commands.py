@@ -74,6 +74,17 @@ def serve(
     cache_mb: Annotated[float, typer.Option(help="Response cache size in MiB (0: off).")] = 0.0,
     timeout_s: Annotated[float, typer.Option(help="Default per-request timeout, seconds.")] = 30.0,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body, MiB (larger: 413).")] = 64.0,
+    max_response_mb: Annotated[float | None, typer.Option(help="Largest response, MiB (larger: 400 naming the "
+                                                              "limit; default: --max-body-mb).")] = None,
+    max_connections: Annotated[int, typer.Option(help="Open connections at most; beyond it idle ones are "
+                                                      "closed, oldest first, else 503.")] = 1000,
+    keep_alive_timeout_s: Annotated[float, typer.Option(help="Close a connection idle this long, seconds.")] = 5.0,
+    header_timeout_s: Annotated[float, typer.Option(help="A request's headers must arrive within this, "
+                                                         "seconds from its first byte.")] = 10.0,
+    body_timeout_s: Annotated[float, typer.Option(help="A request's body must arrive within this, "
+                                                       "seconds after its headers.")] = 60.0,
+    trust: Annotated[bool, typer.Option(help="Let plans import Python code (torch plans' module:attr source) "
+                                             "and name files outside the repository.")] = False,
     versions: Annotated[str, typer.Option(help="Versions to load: latest or all.")] = "latest",
     drift: Annotated[bool, typer.Option(help="Watch for drift against each version's reference profile.")] = True,
     drift_window: Annotated[int, typer.Option(help="Rows in the drift window (first verdict when full).")] = 750,
@@ -116,7 +127,10 @@ def serve(
             "repository": folder, "models": tuple(names), "host": host, "port": port,
             "token": token or serve_token(), "max_body_bytes": int(max_body_mb * 2**20), "versions": versions,
             "log_predictions": log_predictions, "log_max_bytes": int(log_max_mb * 2**20),
-            "strict_readiness": strict_readiness,
+            "strict_readiness": strict_readiness, "trust": trust,
+            "max_response_bytes": None if max_response_mb is None else int(max_response_mb * 2**20),
+            "max_connections": max_connections, "keep_alive_timeout_s": keep_alive_timeout_s,
+            "header_timeout_s": header_timeout_s, "body_timeout_s": body_timeout_s,
             "defaults": ModelServeConfig.model_validate({
                 "max_batch_size": max_batch_size, "max_queue_delay_us": max_queue_delay_us,
                 "max_queue_size": queue_size, "instances": instances, "threads": threads,

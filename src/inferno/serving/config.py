@@ -90,6 +90,22 @@ class ServeConfig(BaseModel):
     """Bearer token required on everything but the health endpoints."""
     max_body_bytes: int = Field(64 * 2**20, ge=1024)
     """Request bodies beyond this are refused with 413."""
+    max_response_bytes: int | None = Field(None, ge=1024)
+    """Responses beyond this are refused with 400 naming the limit, before the model runs
+    when the size is known from the request. None: the body limit (a request may not ask
+    for more than it could have sent)."""
+    trust: bool = False
+    """Plans may import Python code (a torch plan's ``module:attr`` source) and name files
+    outside the repository. Off: such a plan is refused with the reason."""
+    max_connections: int = Field(1000, ge=1)
+    """Open connections at most. Beyond it, idle ones (no request in flight) are closed,
+    oldest first, to make room; when every one is busy, the new one is answered 503."""
+    keep_alive_timeout_s: float = Field(5.0, gt=0)
+    """An idle connection (a new one included, before its first byte) is closed after this."""
+    header_timeout_s: float = Field(10.0, gt=0)
+    """A request's headers must be complete this long after its first byte (slowloris)."""
+    body_timeout_s: float = Field(60.0, gt=0)
+    """A request's body must be complete this long after its headers."""
     graceful_timeout_s: float = Field(30.0, ge=0)
     """On SIGTERM/SIGINT, how long in-flight requests may take to finish."""
     log_predictions: Path | None = None
@@ -102,6 +118,10 @@ class ServeConfig(BaseModel):
     repository index, with the reason."""
     defaults: ModelServeConfig = ModelServeConfig()
     """Batching settings for models without their own ``serve.json``."""
+
+    @property
+    def response_limit(self) -> int:
+        return self.max_response_bytes or self.max_body_bytes
 
     def for_model(self, name: str) -> ModelServeConfig:
         """The model's settings: the defaults, overridden by ``REPO/<name>/serve.json``."""
