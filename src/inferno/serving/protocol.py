@@ -1,7 +1,10 @@
 """Open Inference Protocol v2 infer bodies: JSON tensors and Triton's binary tensor extension.
 
 Parsing is strict and every refusal names the input, what was expected and what was found:
-the server answers it as 400 and keeps serving. Nothing here knows about models.
+the server answers it as 400 and keeps serving. Nested JSON ``data`` must be its shape level
+by level (flat data of the right count is fine), output names are unique, and float tensors
+hold finite values both ways (JSON cannot carry NaN or Inf; binary outputs carry them
+exactly, a JSON output that holds them is refused). Nothing here knows about models.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -17,6 +21,9 @@ import orjson
 from inferno.errors import UserInputError
 
 HEADER_LENGTH = "inference-header-content-length"
+
+MAX_NESTING = 32
+"""Most levels of lists JSON ``data`` may nest."""
 
 DATATYPES: dict[str, np.dtype[Any]] = {
     "BOOL": np.dtype(np.bool_),
@@ -165,7 +172,7 @@ def _input(raw: Any, index: int, binary: bytes, offset: int) -> tuple[InputTenso
         array = _from_binary(binary[offset:offset + size], datatype, count, where)
         offset += size
     elif "data" in raw:
-        array = _from_json(raw["data"], datatype, count, where)
+        array = _from_json(raw["data"], datatype, shape, count, where)
     else:
         raise UserInputError(f"{where}: expected 'data' or parameters.binary_data_size, got neither")
     return InputTensor(name, datatype, tuple(shape), array.reshape(shape)), offset
@@ -198,52 +205,88 @@ def _from_binary(chunk: bytes, datatype: str, count: int, where: str) -> np.ndar
             f"{where}: expected {count * dtype.itemsize} bytes ({count} {datatype} elements), "
             f"got binary_data_size {len(chunk)}"
         )
-    return np.frombuffer(chunk, dtype=dtype)
+    array = np.frombuffer(chunk, dtype=dtype)
+    if dtype.kind == "f":
+        finite = np.isfinite(array)
+        if not finite.all():
+            # JSON cannot carry NaN or Inf: binary data does not smuggle them in either
+            index = int(np.flatnonzero(~finite)[0])
+            raise UserInputError(
+                f"{where}: expected finite {datatype} values (JSON cannot carry NaN or Inf), "
+                f"got {array[index]} at flat index {index}"
+            )
+    return array
 
 
-def _from_json(data: Any, datatype: str, count: int, where: str) -> np.ndarray:
-    flat = data if isinstance(data, list) and (not data or not isinstance(data[0], list)) else _flatten(data, where)
+def _from_json(data: Any, datatype: str, shape: list[int], count: int, where: str) -> np.ndarray:
+    if not isinstance(data, list):
+        raise UserInputError(f"{where}: expected 'data' as a list, got {_kind(data)}")
+    nested = bool(data) and type(data[0]) is list
+    flat = _flatten(data, shape, where) if nested else data
     if len(flat) != count:
         raise UserInputError(f"{where}: expected {count} elements (its shape), got {len(flat)} in 'data'")
+    types = set(map(type, flat))  # one pass at C speed; orjson makes exact int, float, bool, str
+    if nested and list in types:
+        index = next(i for i, v in enumerate(flat) if type(v) is list)
+        raise _not_its_shape(where, shape, "a value", _path(index, shape), flat[index])
     if datatype == "BYTES":
-        if not all(isinstance(s, str) for s in flat):
-            bad = next(s for s in flat if not isinstance(s, str))
+        if not types <= {str}:
+            bad = next(s for s in flat if type(s) is not str)
             raise UserInputError(f"{where}: BYTES data: expected strings, got {_kind(bad)}")
         return _objects([s.encode("utf-8", "surrogatepass") for s in flat])
     if datatype == "BOOL":
-        if not all(isinstance(v, bool) for v in flat):
-            bad = next(v for v in flat if not isinstance(v, bool))
+        if not types <= {bool}:
+            bad = next(v for v in flat if type(v) is not bool)
             raise UserInputError(f"{where}: BOOL data: expected true/false values, got {_kind(bad)} {str(bad)[:40]}")
-    elif not all(_is_number(v) for v in flat):
-        bad = next(v for v in flat if not _is_number(v))
+    elif not types <= {int, float}:
+        bad = next(v for v in flat if type(v) not in (int, float))
         raise UserInputError(f"{where}: {datatype} data: expected numbers, got {_kind(bad)} {str(bad)[:40]!r}")
     try:
         with np.errstate(over="raise", invalid="raise"):
             array = np.asarray(flat, dtype=DATATYPES[datatype])
     except (OverflowError, ValueError, TypeError, FloatingPointError) as exc:
         raise UserInputError(f"{where}: expected values that fit {datatype}, got one outside ({exc})") from None
-    if datatype.startswith(("INT", "UINT")) and not all(isinstance(v, int) for v in flat):
-        bad = next(v for v in flat if not isinstance(v, int))
+    if datatype.startswith(("INT", "UINT")) and float in types:
+        bad = next(v for v in flat if type(v) is float)
         raise UserInputError(f"{where}: {datatype} data: expected integers, got {bad!r}")
     return array
 
 
-def _flatten(data: Any, where: str) -> list[Any]:
-    if not isinstance(data, list):
-        raise UserInputError(f"{where}: expected 'data' as a list, got {_kind(data)}")
-    out: list[Any] = []
-    stack = [iter(data)]
-    while stack:
-        for item in stack[-1]:
-            if isinstance(item, list):
-                if len(stack) > 32:
-                    raise UserInputError(f"{where}: expected 'data' nested at most 32 levels deep, got deeper")
-                stack.append(iter(item))
-                break
-            out.append(item)
-        else:
-            stack.pop()
-    return out
+def _flatten(data: list[Any], shape: list[int], where: str) -> list[Any]:
+    """Nested ``data`` as a flat list, when each level's lists are as long as that dimension.
+
+    Level by level, so the cost is one check per inner list (not per value) and the depth is
+    bounded by the shape; the leaves are left to the value checks (a list among them is
+    nesting deeper than the shape).
+    """
+    item, depth = data, 0
+    while type(item) is list and item and depth <= MAX_NESTING:
+        item, depth = item[0], depth + 1
+    if depth > MAX_NESTING:
+        raise UserInputError(f"{where}: expected 'data' nested at most {MAX_NESTING} levels deep, got deeper")
+    level: list[Any] = [data]
+    for k, dim in enumerate(shape):
+        if not all(type(x) is list and len(x) == dim for x in level):
+            index = next(i for i, x in enumerate(level) if type(x) is not list or len(x) != dim)
+            raise _not_its_shape(where, shape, f"a list of {dim}", _path(index, shape[:k]), level[index])
+        level = list(chain.from_iterable(level))
+    return level
+
+
+def _not_its_shape(where: str, shape: list[int], expected: str, path: str, found: Any) -> UserInputError:
+    got = f"a list of {len(found)}" if isinstance(found, list) else _kind(found)
+    return UserInputError(
+        f"{where}: expected 'data' flat or nested as its shape {shape}: {expected} at data{path}, got {got}"
+    )
+
+
+def _path(index: int, dims: list[int]) -> str:
+    """``[i][j]`` of the ``index``-th element in row-major order over ``dims``."""
+    parts = []
+    for dim in reversed(dims):
+        index, j = divmod(index, dim)
+        parts.append(f"[{j}]")
+    return "".join(reversed(parts))
 
 
 def _objects(items: list[bytes]) -> np.ndarray:
@@ -258,10 +301,14 @@ def _outputs(raw: Any, binary_default: bool) -> tuple[RequestedOutput, ...] | No
     if not isinstance(raw, list):
         raise UserInputError(f"'outputs': expected a list of {{name, parameters}}, got {_kind(raw)}")
     outputs = []
+    seen: set[str] = set()
     for i, item in enumerate(raw):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise UserInputError(f"outputs[{i}]: expected an object with a string 'name', got {str(item)[:60]!r}")
         name = item["name"]
+        if name in seen:  # each copy would serialize the whole tensor again: response amplification
+            raise UserInputError(f"outputs[{i}]: expected unique output names, got {name!r} again")
+        seen.add(name)
         params = _parameters(item.get("parameters"), f"output {name!r}")
         binary = _flag(params.get("binary_data", binary_default), f"output {name!r} parameter 'binary_data'")
         k = params.get("classification", 0)
@@ -289,10 +336,6 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _kind(value: Any) -> str:
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
             int: "a number", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
@@ -312,7 +355,7 @@ def encode_infer_response(
             tensor["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
-            tensor["data"] = _json_data(out.data, datatype)
+            tensor["data"] = _json_data(out.data, datatype, out.name)
         tensors.append(tensor)
     doc: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": tensors}
     if request_id:
@@ -329,9 +372,16 @@ def _binary(data: np.ndarray, datatype: str) -> bytes:
     return np.ascontiguousarray(data, dtype=DATATYPES[datatype]).tobytes()
 
 
-def _json_data(data: np.ndarray, datatype: str) -> Any:
+def _json_data(data: np.ndarray, datatype: str, name: str) -> Any:
     if datatype == "BYTES":
         return [_as_bytes(x).decode("utf-8", "replace") for x in data.reshape(-1)]
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        # orjson would write them as null: an FP32 tensor of nulls breaks the datatype contract
+        raise UserInputError(
+            f"output {name!r}: expected finite values for a JSON output, got NaN or Inf in it "
+            f"(the model produced non-finite values); ask for it with parameters.binary_data true: "
+            f"binary data carries them exactly"
+        )
     if datatype == "FP16":
         return data.astype(np.float32).reshape(-1)
     return np.ascontiguousarray(data).reshape(-1)

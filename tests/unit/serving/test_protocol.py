@@ -236,7 +236,7 @@ def _fp32(name: str, n: int) -> dict[str, Any]:
         pytest.param(
             body(tensor("x", "FP32", [2, 2], [[1, 2], [3, 4], [5, 6]])),
             None,
-            ["input 'x'", "expected 4 elements", "got 6"],
+            ["input 'x'", "nested as its shape [2, 2]", "a list of 2 at data", "got a list of 3"],
             id="json-nested-count",
         ),
         pytest.param(
@@ -507,6 +507,29 @@ def _fp32(name: str, n: int) -> dict[str, Any]:
             id="outputs-not-list",
         ),
         pytest.param(
+            body(
+                tensor("x", "FP32", [1], [1]),
+                outputs=[
+                    {"name": "embedding"},
+                    {"name": "b"},
+                    {"name": "c"},
+                    {"name": "embedding"},
+                ],
+            ),
+            None,
+            ["outputs[3]: expected unique output names, got 'embedding' again"],
+            id="duplicate-output",
+        ),
+        pytest.param(
+            body(
+                tensor("x", "FP32", [1], [1]),
+                outputs=[{"name": "y", "parameters": {"binary_data": True}}, {"name": "y"}],
+            ),
+            None,
+            ["outputs[1]: expected unique output names, got 'y' again"],
+            id="duplicate-output-other-format",
+        ),
+        pytest.param(
             body(tensor("x", "FP32", [1], [1]), outputs=[{"parameters": {}}]),
             None,
             ["outputs[0]", "expected an object with a string 'name'", "got"],
@@ -561,6 +584,138 @@ def test_a_header_length_that_cuts_the_json_is_refused_as_invalid_json() -> None
     assert "expected JSON" in refusal(raw, str(len(raw) - 3))
 
 
+def test_a_repeated_output_name_is_refused_before_any_tensor_is_serialized() -> None:
+    # issue 15: 4000 copies of one output made a 84 kB request answer 1.21 GB
+    raw = body(tensor("text", "BYTES", [1], ["hi"]), outputs=[{"name": "embedding"}] * 4000)
+    assert refusal(raw) == "outputs[1]: expected unique output names, got 'embedding' again"
+
+
+# --- nested JSON data must be the shape -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("shape", "data", "fragments"),
+    [
+        pytest.param(
+            [2, 2],
+            [[1, 2, 3], [4]],
+            ["a list of 2 at data[0]", "got a list of 3"],
+            id="ragged-rows",
+        ),
+        pytest.param(
+            [2, 2], [[1, 2], [3], [4]], ["a list of 2 at data,", "got a list of 3"], id="extra-row"
+        ),
+        pytest.param(
+            [2, 2], [[1, 2], 3, 4], ["a list of 2 at data,", "got a list of 3"], id="mixed-top"
+        ),
+        pytest.param(
+            [2, 2], [[1, 2], [3, [4]]], ["a value at data[1][1]", "got a list"], id="mixed-leaf"
+        ),
+        pytest.param(
+            [4],
+            [[1, 2], [3, 4]],
+            ["a list of 4 at data,", "got a list of 2"],
+            id="nested-for-rank-1",
+        ),
+        pytest.param(
+            [2], [[1, 2]], ["a list of 2 at data,", "got a list of 1"], id="one-row-too-few"
+        ),
+        pytest.param(
+            [2, 2], [[1, 2, 3, 4]], ["a list of 2 at data,", "got a list of 1"], id="rank-2-one-row"
+        ),
+        pytest.param(
+            [2, 2],
+            [[[1], [2]], [[3], [4]]],
+            ["a value at data[0][0]", "got a list"],
+            id="deeper-than-shape",
+        ),
+        pytest.param(
+            [2, 1, 2],
+            [[[1, 2]], [3, 4]],
+            ["a list of 1 at data[1]", "got a list of 2"],
+            id="ragged-depth",
+        ),
+        pytest.param(
+            [2, 2], [[1, 2], "ab"], ["a list of 2 at data[1]", "got a string"], id="string-row"
+        ),
+        pytest.param([], [[7]], ["a value at data,", "got a list"], id="nested-scalar"),
+        pytest.param(
+            [2, 0], [[], [1]], ["a list of 0 at data[1]", "got a list of 1"], id="empty-rows"
+        ),
+    ],
+)
+def test_nested_data_that_is_not_its_shape_is_refused(
+    shape: list[int], data: list[Any], fragments: list[str]
+) -> None:
+    message = refusal(body(tensor("x", "FP32", shape, data)))
+    for fragment in [
+        "input 'x'",
+        f"expected 'data' flat or nested as its shape {shape}",
+        *fragments,
+    ]:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+@pytest.mark.parametrize(
+    ("datatype", "shape", "data"),
+    [
+        ("FP32", [2, 2], [1, 2, 3, 4]),  # flat: the protocol allows it
+        ("FP32", [2, 2], [[1, 2], [3, 4]]),
+        ("INT64", [2, 1, 3], [[[1, 2, 3]], [[4, 5, 6]]]),
+        ("BYTES", [1, 2], [["a", "b"]]),
+        ("BOOL", [2, 1], [[True], [False]]),
+        ("FP32", [2, 0], [[], []]),
+        ("FP32", [0, 3], []),
+        ("FP32", [3, 0, 2], [[], [], []]),
+        ("INT32", [], [7]),
+        ("FP32", [1] * 32, nested(32)),  # the depth limit, reached
+    ],
+)
+def test_flat_and_regular_nested_data_are_accepted(
+    datatype: str, shape: list[int], data: Any
+) -> None:
+    parsed = parse_infer_request(body(tensor("x", datatype, shape, data))).inputs["x"]
+    assert parsed.shape == tuple(shape) and parsed.data.shape == tuple(shape)
+    expected = np.array(data, dtype=parsed.data.dtype).reshape(shape)
+    if datatype == "BYTES":
+        expected = np.vectorize(str.encode, otypes=[object])(expected)
+    np.testing.assert_array_equal(parsed.data, expected)
+
+
+# --- non-finite floats ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("datatype", ["FP16", "FP32", "FP64"])
+@pytest.mark.parametrize(("value", "shown"), [(np.nan, "nan"), (np.inf, "inf"), (-np.inf, "-inf")])
+def test_binary_float_inputs_with_nan_or_inf_are_refused(
+    datatype: str, value: float, shown: str
+) -> None:
+    x = np.array([[0.5, 1.0, 2.0], [value, 3.0, value]], dtype=DATATYPE_DTYPES[datatype])
+    raw, length = binary_body(
+        {"inputs": [tensor("x", datatype, [2, 3], binary_data_size=x.nbytes)]}, x.tobytes()
+    )
+    message = refusal(raw, length)
+    for fragment in [
+        "input 'x'",
+        f"expected finite {datatype} values",
+        f"got {shown} at flat index 3",
+    ]:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+def test_binary_float_extremes_that_are_finite_are_accepted() -> None:
+    x = np.array(
+        [np.finfo(np.float32).max, np.finfo(np.float32).tiny, -0.0, 1e-45], dtype=np.float32
+    )
+    raw, length = binary_body(
+        {"inputs": [tensor("x", "FP32", [4], binary_data_size=x.nbytes)]}, x.tobytes()
+    )
+    np.testing.assert_array_equal(parse_infer_request(raw, length).inputs["x"].data, x)
+
+
+DATATYPE_DTYPES = {"FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
+
+
 # --- responses ------------------------------------------------------------------------------
 
 
@@ -574,6 +729,31 @@ def test_json_response_carries_data_and_no_header() -> None:
         "id": "abc",
         "outputs": [{"name": "y", "datatype": "FP32", "shape": [1, 3], "data": [1.5, -2.0, 0.25]}],
     }
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_a_json_output_with_non_finite_values_is_refused_not_written_as_null(
+    dtype: type, value: float
+) -> None:
+    y = np.array([[1.0, value]], dtype=dtype)
+    with pytest.raises(UserInputError) as info:
+        encode_infer_response(
+            "m", "1", [OutputTensor("ok", np.ones(2, np.float32)), OutputTensor("y", y)]
+        )
+    message = str(info.value)
+    for fragment in ["output 'y'", "non-finite", "binary_data"]:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_binary_outputs_carry_non_finite_values_exactly(dtype: type) -> None:
+    y = np.array([[np.nan, np.inf], [-np.inf, 1.5]], dtype=dtype)
+    raw, headers = encode_infer_response("m", "1", [OutputTensor("y", y, binary=True)])
+    result = Client.parse_response_body(
+        raw, header_length=int(headers["inference-header-content-length"])
+    )
+    np.testing.assert_array_equal(result.as_numpy("y"), y)  # NaN == NaN for assert_array_equal
 
 
 def test_binary_response_carries_the_header_length_and_raw_bytes() -> None:
