@@ -1,8 +1,16 @@
-"""A ``Plan``: the chosen variant as recorded in ``plan.json``, and the runner that replays it."""
+"""A ``Plan``: the chosen variant as recorded in ``plan.json``, and the runner that replays it.
+
+A plan folder is data, and data never runs code: unless the runner is trusted (``--trust``,
+for repositories you wrote), a plan that needs its Python source (a PyTorch runtime) is
+refused before anything is imported, and every file the plan leads to (the plan itself, the
+graph, the tokenizer) must resolve inside the repository, ``REPO`` of ``REPO/<model>/<version>``.
+Messages name files relative to the repository, never by an absolute path.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,7 +22,7 @@ from inferno.errors import DataMismatchError, InfernoError, ModelLoadError, User
 from inferno.models.model import Preprocessor, TensorPreprocessor
 from inferno.models.signature import Signature, Task
 from inferno.models.text import TextPreprocessor
-from inferno.repository import MODEL_FILE, PLAN_FILE
+from inferno.repository import MODEL_FILE, PLAN_FILE, inside, redact, relative
 from inferno.runtimes import RUNTIMES, Artifact, RuntimeSettings
 from inferno.runtimes.base import device_of
 
@@ -60,36 +68,104 @@ class Plan:
 
     @classmethod
     def load(cls, folder: Path) -> Plan:
+        """Read ``folder/plan.json``; errors name it relative to the repository.
+
+        Raises:
+            ModelLoadError: no plan there, or not a plan.
+        """
         path = Path(folder) / PLAN_FILE
+        shown = relative(path, _root(Path(folder)))
         try:
             data = json.loads(path.read_text())
             data["passes"] = tuple(data["passes"])
             data["notes"] = tuple(data.get("notes", ()))
             return cls(**data)
         except FileNotFoundError as exc:
-            raise ModelLoadError(f"no plan at {path}: expected a version folder written by `inferno accelerate`") from exc
+            raise ModelLoadError(f"no plan at {shown}: expected a version folder written by `inferno accelerate`") from exc
         except (ValueError, TypeError, KeyError) as exc:
-            raise ModelLoadError(f"plan {path} is unreadable: {exc}") from exc
+            raise ModelLoadError(f"plan {shown} is unreadable: {exc}") from exc
 
 
-def _preprocessor(plan: Plan, folder: Path) -> Preprocessor:
+_OUTSIDE = "a server reads files outside its repository only with --trust (start it with --trust for repositories you wrote)"
+
+
+def _root(folder: Path) -> Path:
+    """The repository of a version folder ``REPO/<model>/<version>``: ``REPO``, as written."""
+    return Path(os.path.abspath(folder)).parent.parent
+
+
+def _confined(path: Path, root: Path, what: str, shown: str) -> Path:
+    """``path``, refused when it resolves (symlinks followed) outside the repository."""
+    if not inside(path, root):
+        raise ModelLoadError(f"{what} {shown!r}: outside the repository; expected a path in it "
+                             f"(symlinks are followed); {_OUTSIDE}")
+    return path
+
+
+def _preprocessor(plan: Plan, folder: Path, trust: bool) -> Preprocessor:
     info = plan.preprocessor
-    if info.get("kind") == "text":
-        return TextPreprocessor(
-            folder / info["tokenizer"], int(info["max_length"]), tuple(info["input_names"])
+    shown = relative(folder / PLAN_FILE, _root(folder))
+    try:
+        if info.get("kind") == "text":
+            return TextPreprocessor(
+                _tokenizer(str(info["tokenizer"]), folder, trust), int(info["max_length"]),
+                tuple(str(n) for n in info["input_names"]),
+            )
+        axes = info.get("batch_axes") or {}
+        return TensorPreprocessor(batch_axes={str(k): None if v is None else int(v) for k, v in axes.items()})
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ModelLoadError(
+            f"plan {shown} is unreadable: preprocessor: expected a text preprocessor (tokenizer, max_length, "
+            f"input_names) or batch_axes, got {exc.__class__.__name__}: {exc}"
+        ) from exc
+
+
+def _tokenizer(name: str, folder: Path, trust: bool) -> Path:
+    """The tokenizer file a text plan names, relative to its version folder."""
+    path = folder / name
+    if trust:
+        return path
+    if Path(name).is_absolute():
+        raise ModelLoadError(
+            f"tokenizer: expected a path relative to the version folder {relative(folder, _root(folder))}, "
+            f"got an absolute path; {_OUTSIDE}"
         )
-    axes = info.get("batch_axes") or {}
-    return TensorPreprocessor(batch_axes={str(k): None if v is None else int(v) for k, v in axes.items()})
+    return _confined(path, _root(folder), "tokenizer", name)
 
 
 class PlanRunner:
-    """Runs a plan exactly as recorded: same file, runtime, provider, threads and precision."""
+    """Runs a plan exactly as recorded: same file, runtime, provider, threads and precision.
 
-    def __init__(self, folder: Path, threads: int | None = None) -> None:
+    Args:
+        folder: the version folder, ``REPO/<model>/<version>``.
+        threads: overrides the plan's thread count.
+        trust: the repository is the caller's own (``--trust``): a plan may then import its
+            Python source (PyTorch runtimes) and name files outside the repository.
+
+    Raises:
+        ModelLoadError: the plan is missing or unreadable, needs code or a file outside the
+            repository without ``trust``, or its model cannot be loaded (the runtime's words,
+            with paths relative to the repository).
+    """
+
+    def __init__(self, folder: Path, threads: int | None = None, *, trust: bool = False) -> None:
         self.folder = Path(folder)
+        self.trust = trust
+        root = _root(self.folder)
+        model_file = self.folder / MODEL_FILE
+        if not trust:  # the folder and plan file first: nothing outside is read
+            _confined(self.folder, root, "version folder", relative(self.folder, root))
+            _confined(self.folder / PLAN_FILE, root, "plan file", relative(self.folder / PLAN_FILE, root))
         self.plan = Plan.load(self.folder)
-        self.signature = Signature.from_dict(self.plan.signature)
-        self.preprocessor = _preprocessor(self.plan, self.folder)
+        if not trust:
+            _refuse_code(self.plan)
+            _confined(model_file, root, "model file", relative(model_file, root))
+        try:
+            self.signature = Signature.from_dict(self.plan.signature)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ModelLoadError(f"plan {relative(self.folder / PLAN_FILE, root)} is unreadable: "
+                                 f"signature: {exc.__class__.__name__}: {exc}") from exc
+        self.preprocessor = _preprocessor(self.plan, self.folder, trust)
         runtime_cls = RUNTIMES.get(self.plan.runtime)
         if runtime_cls is None or not runtime_cls.available():
             raise ModelLoadError(f"plan needs runtime {self.plan.runtime!r}, which is not installed here")
@@ -98,12 +174,19 @@ class PlanRunner:
         )
         # cache_dir: where runtimes persist what they build (TensorRT engines), so a restart
         # finds them in the version folder instead of rebuilding.
-        self.runtime.load(Artifact(
-            self.folder / MODEL_FILE, self.signature.input_names,
+        artifact = Artifact(
+            model_file, self.signature.input_names,
             self.plan.graph_precision, self.plan.compute_precision,
-            torch_factory=_torch_factory(self.plan),
+            torch_factory=_torch_factory(self.plan, trust),
             hints={**self.plan.hints, "cache_dir": str(self.folder)},
-        ))
+        )
+        try:
+            self.runtime.load(artifact)
+        except InfernoError:
+            raise
+        except Exception as exc:  # the runtime's own error: a graph it cannot read or build
+            raise ModelLoadError(f"model file {relative(model_file, root)!r}: {self.plan.runtime} cannot "
+                                 f"load it: {redact(str(exc).strip(), root)}") from exc
 
     @property
     def device(self) -> str:
@@ -136,12 +219,22 @@ class PlanRunner:
         self.runtime.close()
 
 
-def _torch_factory(plan: Plan) -> Callable[[], Any] | None:
+def _refuse_code(plan: Plan) -> None:
+    """A plan on a PyTorch runtime rebuilds its module from its Python source: code, not data."""
+    if plan.runtime.startswith("torch"):
+        raise ModelLoadError(
+            f"plan runs on {plan.runtime} from source {plan.source!r}: that imports Python code; a server "
+            "loads such a plan only with --trust (start it with --trust for repositories you wrote)"
+        )
+
+
+def _torch_factory(plan: Plan, trust: bool) -> Callable[[], Any] | None:
     """The source module for plans that run in PyTorch, rebuilt from the plan's source.
 
     ONNX is what a version folder holds; a plan chosen on a PyTorch runtime (``torch``,
     ``torch-compile``) runs the source module instead, so it is loaded again from where
-    ``accelerate`` found it (a bundled name, a file, a ``module:attr`` reference).
+    ``accelerate`` found it (a bundled name, a file, a ``module:attr`` reference). That
+    imports code: only for trusted runners (``PlanRunner`` refuses such plans otherwise).
     """
     if not plan.runtime.startswith("torch"):
         return None
@@ -149,7 +242,7 @@ def _torch_factory(plan: Plan) -> Callable[[], Any] | None:
 
     ref = plan.source.removeprefix("bundled:")
     try:
-        factory = load_model(ref).torch_factory
+        factory = load_model(ref, trust=trust).torch_factory
     except InfernoError as exc:
         raise ModelLoadError(f"plan runs on {plan.runtime} from source {plan.source!r}, which cannot be loaded here: {exc}") from exc
     if factory is None:
@@ -157,6 +250,9 @@ def _torch_factory(plan: Plan) -> Callable[[], Any] | None:
     return factory
 
 
-def load_plan(path: str | Path, threads: int | None = None) -> PlanRunner:
-    """Load a plan folder (``REPO/<model>/<version>``) written by ``accelerate``."""
-    return PlanRunner(Path(path), threads)
+def load_plan(path: str | Path, threads: int | None = None, *, trust: bool = False) -> PlanRunner:
+    """Load a plan folder (``REPO/<model>/<version>``) written by ``accelerate``.
+
+    ``trust``: the folder is your own; see :class:`PlanRunner` (a PyTorch plan needs it).
+    """
+    return PlanRunner(Path(path), threads, trust=trust)

@@ -1,9 +1,10 @@
+import logging
 from pathlib import Path
 
 import pytest
 
 from inferno.errors import ConfigError, UnknownModelError
-from inferno.repository import models, version_path, write_version
+from inferno.repository import models, redact, relative, version_path, versions, write_version
 
 
 def _fill(staging: Path, final: Path) -> None:
@@ -43,3 +44,71 @@ def test_bad_names_and_unknown_models(repo: Path) -> None:
     write_version(repo, "m", _fill)
     with pytest.raises(UnknownModelError, match="no version 7"):
         version_path(repo, "m", 7)
+
+
+# -- symlinks: the repository is a trust boundary ----------------------------------------------------
+
+
+def test_a_model_folder_linked_to_outside_is_skipped_with_a_warning(
+    repo: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_version(repo, "m", _fill)
+    outside = tmp_path / "elsewhere"
+    write_version(outside, "x", _fill)
+    (repo / "evil").symlink_to(outside / "x", target_is_directory=True)
+    with caplog.at_level(logging.WARNING, logger="inferno.repository"):
+        assert models(repo) == {"m": [1]}
+        assert versions(repo, "evil") == []
+    assert "skipping evil in the repository: a symlink to outside it" in caplog.text
+    assert str(tmp_path) not in caplog.text
+    with pytest.raises(UnknownModelError, match=r"no model 'evil' in the repository$"):
+        version_path(repo, "evil")
+    assert models(repo, trust=True) == {"evil": [1], "m": [1]}
+    assert version_path(repo, "evil", trust=True) == repo / "evil" / "1"
+
+
+def test_a_version_folder_linked_to_outside_is_skipped(repo: Path, tmp_path: Path) -> None:
+    write_version(repo, "m", _fill)
+    outside = write_version(tmp_path / "elsewhere", "x", _fill)
+    (repo / "m" / "2").symlink_to(outside, target_is_directory=True)
+    assert versions(repo, "m") == [1]
+    assert version_path(repo, "m") == repo / "m" / "1"
+    with pytest.raises(UnknownModelError, match="no version 2"):
+        version_path(repo, "m", 2)
+    assert versions(repo, "m", trust=True) == [1, 2]
+
+
+def test_a_plan_file_linked_to_outside_is_skipped(repo: Path, tmp_path: Path) -> None:
+    first = write_version(repo, "m", _fill)
+    second = write_version(repo, "m", _fill)
+    (tmp_path / "plan.json").write_text("{}")
+    (second / "plan.json").unlink()
+    (second / "plan.json").symlink_to(tmp_path / "plan.json")
+    assert versions(repo, "m") == [int(first.name)]
+    assert versions(repo, "m", trust=True) == [1, 2]
+
+
+def test_symlinks_that_stay_inside_the_repository_keep_working(repo: Path) -> None:
+    write_version(repo, "m", _fill)
+    (repo / "alias").symlink_to(repo / "m", target_is_directory=True)  # absolute target
+    (repo / "m" / "2").symlink_to("1", target_is_directory=True)  # relative target
+    second = write_version(repo, "other", _fill)
+    (second / "plan.json").unlink()
+    (second / "plan.json").symlink_to(Path("..", "..", "m", "1", "plan.json"))
+    assert models(repo) == {"alias": [1, 2], "m": [1, 2], "other": [1]}
+
+
+def test_a_repository_reached_through_a_symlink_is_listed(repo: Path, tmp_path: Path) -> None:
+    write_version(repo, "m", _fill)
+    link = tmp_path / "link"
+    link.symlink_to(repo, target_is_directory=True)
+    assert models(link) == {"m": [1]}
+
+
+def test_messages_name_no_absolute_path(repo: Path) -> None:
+    with pytest.raises(UnknownModelError) as info:
+        version_path(repo, "x")
+    assert str(info.value) == "no model 'x' in the repository"
+    assert relative(repo / "m" / "1" / "plan.json", repo) == "m/1/plan.json"
+    assert relative(Path("/somewhere/else/plan.json"), repo) == "plan.json"
+    assert redact(f"Load model from {repo}/m/1/model.onnx failed", repo) == "Load model from m/1/model.onnx failed"
