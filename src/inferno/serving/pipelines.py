@@ -352,11 +352,10 @@ class TextPipeline(Pipeline):
         tensor = request.inputs.get(TEXT_INPUT)
         if tensor is None or len(request.inputs) != 1:
             raise UserInputError(f"inputs: expected ['{TEXT_INPUT}'] (BYTES [n]), got {sorted(request.inputs)}")
-        if tensor.datatype != "BYTES" or not (
-            len(tensor.shape) == 1 or (len(tensor.shape) == 2 and tensor.shape[1] == 1)
-        ):
+        if tensor.datatype != "BYTES" or len(tensor.shape) != 1:  # strictly the metadata, as Triton does
             raise UserInputError(
-                f"input {TEXT_INPUT!r}: expected BYTES [n] or [n, 1], got {tensor.datatype} {list(tensor.shape)}"
+                f"input {TEXT_INPUT!r}: expected BYTES [n] (its metadata: {self.inputs[0].describe()}), "
+                f"got {tensor.datatype} {list(tensor.shape)}"
             )
         if tensor.shape[0] == 0:
             raise UserInputError(f"input {TEXT_INPUT!r}: expected at least one string, got 0")

@@ -1,15 +1,21 @@
-"""The pure parts of the pipelines: splitting a text batch by length, and top-k classes."""
+"""The pure parts of the pipelines: splitting a text batch by length, top-k classes, and what
+the text pipeline accepts."""
 
 from __future__ import annotations
 
 import itertools
 import random
 import re
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
 
-from inferno.serving.pipelines import length_groups, top_k
+from inferno.errors import UserInputError
+from inferno.models.signature import Signature, TensorSpec
+from inferno.serving.pipelines import TEXT_INPUT, TextPipeline, length_groups, top_k
+from inferno.serving.protocol import InferRequest, InputTensor, RequestedOutput
 
 
 def cost(lengths: list[int], groups: list[list[int]], overhead: int) -> int:
@@ -117,3 +123,54 @@ def test_top_k_matches_a_sort_on_random_scores() -> None:
         for item, c in zip(out[r], indices, strict=True):
             assert FORMAT.match(item), item
             assert float(item.split(b":")[0]) == pytest.approx(float(scores[r, c]), abs=1e-6)
+
+
+# --- what the text pipeline accepts ---------------------------------------------------------
+
+
+class _Runtime:
+    sequence_multiple = 8
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        raise AssertionError("prepare must not run the model")
+
+
+@pytest.fixture
+def text_pipeline() -> TextPipeline:
+    """A text pipeline around a stand-in runner: ``prepare`` needs no model or tokenizer."""
+    signature = Signature((), (TensorSpec("embedding", "float32", ("batch", 4)),))
+    runner: Any = SimpleNamespace(runtime=_Runtime(), signature=signature)
+    return TextPipeline(runner, SimpleNamespace(max_length=16))  # type: ignore[arg-type]
+
+
+def text_request(
+    shape: tuple[int, ...], texts: list[bytes], datatype: str = "BYTES"
+) -> InferRequest:
+    data = np.empty(len(texts), dtype=object)
+    data[:] = texts
+    tensor = InputTensor(TEXT_INPUT, datatype, shape, data.reshape(shape))
+    return InferRequest({TEXT_INPUT: tensor}, None, False)
+
+
+def test_the_text_input_is_bytes_of_rank_one_as_its_metadata_says(
+    text_pipeline: TextPipeline,
+) -> None:
+    assert [t.to_dict() for t in text_pipeline.inputs] == [
+        {"name": TEXT_INPUT, "datatype": "BYTES", "shape": [-1]}
+    ]
+    work = text_pipeline.prepare(text_request((2,), [b"one", "tw\u00f6".encode()]))
+    assert work.rows == 2 and work.payload == ["one", "tw\u00f6"]
+    assert work.outputs == (RequestedOutput("embedding", False),)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 1), (1, 3), (1,) * 3, ()])
+def test_other_ranks_of_the_text_input_are_refused_like_its_metadata_says(
+    text_pipeline: TextPipeline, shape: tuple[int, ...]
+) -> None:
+    # Triton refuses [n, 1] for dims [-1]; accepting it contradicted the metadata (issue 15)
+    texts = [b"a"] * int(np.prod(shape))
+    with pytest.raises(UserInputError) as info:
+        text_pipeline.prepare(text_request(shape, texts))
+    assert str(info.value) == (
+        f"input 'text': expected BYTES [n] (its metadata: BYTES [-1]), got BYTES {list(shape)}"
+    )
