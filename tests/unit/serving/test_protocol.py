@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -861,3 +862,160 @@ def test_non_contiguous_outputs_are_sent_in_row_major_order(binary: bool) -> Non
     length = headers.get("inference-header-content-length")
     result = Client.parse_response_body(raw, header_length=None if length is None else int(length))
     np.testing.assert_array_equal(result.as_numpy("y"), y)
+
+
+# --- the OpenAPI document states what parsing enforces ---------------------------------------
+
+
+def _document() -> dict[str, Any]:
+    from inferno.serving.openapi import openapi
+
+    return openapi("0.0.0")
+
+
+def _validator(schema: dict[str, Any]) -> Any:
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")
+    return jsonschema_rs.validator_for(schema)
+
+
+def _schemas(node: Any) -> Iterator[dict[str, Any]]:
+    """Every JSON Schema the document holds (the values of its ``schema`` keys)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "schema" and isinstance(value, dict):
+                yield value
+            else:
+                yield from _schemas(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _schemas(value)
+
+
+def test_the_openapi_document_is_valid_openapi_3_1() -> None:
+    definitions = pytest.importorskip("schemathesis.specs.openapi.definitions")
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")
+    doc = orjson.loads(orjson.dumps(_document()))  # as served: plain JSON
+    assert doc["openapi"] == "3.1.0"
+    definitions.OPENAPI_31_VALIDATOR.validate(doc)
+    schemas = list(_schemas(doc))
+    assert len(schemas) > 50
+    for schema in schemas:
+        jsonschema_rs.meta.validate(
+            schema
+        )  # each a valid JSON Schema (2020-12, OpenAPI 3.1's dialect)
+
+
+NAMES_OK = ["digits", "minilm", "a", "9", "A.b_c-1", "m" * 128, "x.."]
+NAMES_REFUSED = [
+    "",
+    "-x",
+    ".x",
+    "_x",
+    "x/y",
+    "x y",
+    "digits\n",
+    "\ndigits",
+    "caf\u00e9",
+    "m" * 129,
+    "a%0A",
+]
+
+
+def _parameter(path: str, method: str, name: str) -> dict[str, Any]:
+    operation = _document()["paths"][path][method]
+    return next(p for p in operation["parameters"] if p["name"] == name)
+
+
+@pytest.mark.parametrize(
+    ("path", "method"),
+    [
+        ("/v2/models/{model}", "get"),
+        ("/v2/models/{model}/infer", "post"),
+        ("/v2/models/{model}/versions/{version}/infer", "post"),
+        ("/v2/repository/models/{model}/load", "post"),
+    ],
+)
+def test_the_model_name_pattern_is_the_repositorys(path: str, method: str) -> None:
+    from inferno import repository
+    from inferno.errors import ConfigError
+
+    schema = _parameter(path, method, "model")["schema"]
+    assert schema["pattern"] == "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+    valid = _validator(schema)
+    assert [n for n in NAMES_OK if not valid.is_valid(n)] == []
+    assert [n for n in NAMES_REFUSED if valid.is_valid(n)] == []
+    for name in NAMES_OK:
+        assert repository.check_name(name) == name
+    for name in NAMES_REFUSED:
+        if name.endswith(
+            "\n"
+        ):  # repository's `$` lets a trailing newline through (issue 15, item 8)
+            continue
+        with pytest.raises(ConfigError):
+            repository.check_name(name)
+
+
+def test_the_version_pattern_is_canonical_decimal() -> None:
+    schema = _parameter("/v2/models/{model}/versions/{version}", "get", "version")["schema"]
+    assert schema["pattern"] == "^[1-9][0-9]{0,17}$"
+    valid = _validator(schema)
+    accepted = ["1", "2", "10", "909", "1" * 18]
+    refused = ["", "0", "01", "00", " 1", "1 ", "+1", "-1", "1.0", "%31", "\u0661", "1\n", "1" * 19]
+    assert [v for v in accepted if not valid.is_valid(v)] == []
+    assert [v for v in refused if valid.is_valid(v)] == []
+
+
+def test_the_infer_request_schema_states_what_the_parser_refuses() -> None:
+    request = _document()["paths"]["/v2/models/{model}/infer"]["post"]["requestBody"]
+    schema = request["content"]["application/json"]["schema"]
+    valid = _validator(schema)
+    good = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 0], "data": []}]}
+    assert valid.is_valid(good)
+    parse_infer_request(orjson.dumps(good))
+    refused = [
+        {"inputs": [{"name": "", "datatype": "FP32", "shape": [1], "data": [1]}]},
+        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1], "data": [1]}]},
+        {"inputs": []},
+    ]
+    for doc in refused:
+        assert not valid.is_valid(doc), doc
+        with pytest.raises(UserInputError):
+            parse_infer_request(orjson.dumps(doc))
+    # an empty output name passes the parser; the model refuses it as an unknown output
+    assert not valid.is_valid({**good, "outputs": [{"name": ""}]})
+    outputs = schema["properties"]["outputs"]
+    assert "unique" in outputs["description"] and "400" in outputs["description"]
+    inputs = schema["properties"]["inputs"]["items"]["properties"]
+    assert inputs["name"]["minLength"] == 1 and inputs["shape"]["items"]["minimum"] == 0
+    assert "nested exactly as 'shape'" in inputs["data"]["description"]
+
+
+def test_health_bodies_are_declared_as_kserves_sdk_reads_them() -> None:
+    paths = _document()["paths"]
+
+    def body_schema(path: str, status: str) -> Any:
+        response = paths[path]["get"]["responses"][status]
+        return _validator(response["content"]["application/json"]["schema"])
+
+    live = body_schema("/v2/health/live", "200")
+    assert (
+        live.is_valid({"live": True})
+        and not live.is_valid({})
+        and not live.is_valid({"live": False})
+    )
+    ready, not_ready = (
+        body_schema("/v2/health/ready", "200"),
+        body_schema("/v2/health/ready", "503"),
+    )
+    assert ready.is_valid({"ready": True}) and not ready.is_valid({"ready": False})
+    assert not_ready.is_valid({"ready": False}) and not not_ready.is_valid({})
+
+
+def test_every_operation_declares_405_with_an_allow_header() -> None:
+    missing = []
+    for path, item in _document()["paths"].items():
+        for method, operation in item.items():
+            response = operation["responses"].get("405", {})
+            if response.get("headers", {}).get("Allow", {}).get("required") is not True:
+                missing.append(f"{method.upper()} {path}")
+    assert missing == []
