@@ -39,6 +39,9 @@ class BatchRecord:
     queue_s: tuple[float, ...]
     """How long each request waited in the queue."""
     compute_s: float
+    instance: int = 0
+    """Which ``execute`` ran the batch (its index in the batcher's list: one per instance), so
+    an observer can read that instance's own accounting of the call."""
 
 
 class BatchObserver(Protocol):
@@ -101,7 +104,7 @@ class DynamicBatcher(Generic[T, R]):
     def start(self) -> None:
         """Start one worker task per instance on the running loop."""
         if not self._workers:
-            self._workers = [asyncio.create_task(self._work(ex), name=f"inferno-batcher-{i}")
+            self._workers = [asyncio.create_task(self._work(ex, i), name=f"inferno-batcher-{i}")
                              for i, ex in enumerate(self._executes)]
 
     async def submit(self, item: T, rows: int = 1, deadline: float | None = None) -> R:
@@ -146,7 +149,7 @@ class DynamicBatcher(Generic[T, R]):
             await asyncio.gather(*self._workers, return_exceptions=True)
         self._pool.shutdown(wait=True)
 
-    async def _work(self, execute: Callable[[list[T]], Sequence[R]]) -> None:
+    async def _work(self, execute: Callable[[list[T]], Sequence[R]], instance: int) -> None:
         loop = asyncio.get_running_loop()
         while True:
             while not self._queue:
@@ -181,7 +184,7 @@ class DynamicBatcher(Generic[T, R]):
             if self._observer is not None:
                 self._observer.on_batch(BatchRecord(
                     len(batch), rows,
-                    tuple(started - p.enqueued for p in batch), self._clock() - started,
+                    tuple(started - p.enqueued for p in batch), self._clock() - started, instance,
                 ))
 
     async def _gather(self) -> None:

@@ -1,4 +1,17 @@
-"""Per-version accounting, kept once and shown twice: Triton's statistics JSON and Prometheus."""
+"""Per-version accounting, kept once and shown twice: Triton's statistics JSON and Prometheus.
+
+Compute time is one accounting, as Triton defines it. Per batch, the pipeline that ran it
+measures compute_input / compute_infer / compute_output (its ``StageTimes``, read as the
+change since that instance's previous batch). ``batch_stats[size]`` adds each duration once
+per execution of that size; ``inference_stats`` adds the same durations once per request of
+the batch. So ``inference_stats.X.ns`` is Σ over batches of (requests × the batch's X), and
+with one request per batch it equals Σ ``batch_stats[*].X.ns`` exactly (each duration is
+rounded to nanoseconds once, then only integers are summed).
+
+Prometheus' ``inferno_inference_compute_duration_us`` is each batch's whole execute time, once
+per batch, as the batcher clocked it (what the pipelines measure plus the hand-off to the
+worker thread and the monitor's look at the batch).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +24,9 @@ from inferno.monitoring.metrics import VersionMetrics
 from inferno.serving.batcher import BatchRecord
 from inferno.serving.pipelines import StageTimes
 
+STAGES = ("compute_input", "compute_infer", "compute_output")
+"""Triton's split of compute time, in the order of ``StageTimes``' fields."""
+
 
 @dataclass
 class _Duration:
@@ -21,26 +37,40 @@ class _Duration:
         self.count += count
         self.ns += int(seconds * 1e9)
 
+    def add_ns(self, ns: int, count: int = 1) -> None:
+        """``count`` occurrences of a duration of ``ns`` each."""
+        self.count += count
+        self.ns += ns * count
+
     def to_dict(self) -> dict[str, int]:
         return {"count": self.count, "ns": self.ns}
+
+
+def _seconds(times: StageTimes) -> tuple[float, float, float]:
+    return times.input_s, times.infer_s, times.output_s
 
 
 class VersionStats:
     """Counters of one served version; also the batcher's observer."""
 
     def __init__(self, metrics: VersionMetrics, stages: Sequence[StageTimes]) -> None:
+        """``stages``: each instance's ``StageTimes``, in the order of the batcher's executes."""
         self.metrics = metrics
         self._stages = stages
+        self._seen = [_seconds(t) for t in stages]
+        """Each instance's times as of its last batch (the warm-up's, if any, are not traffic)."""
         self.success = _Duration()
         self.fail = _Duration()
         self.queue = _Duration()
-        self.compute = _Duration()
         self.cache_hit = _Duration()
         self.cache_miss = _Duration()
+        self.compute = {stage: _Duration() for stage in STAGES}
+        """Per request executed in a batch (not refused, not from the cache)."""
         self.inference_count = 0
         self.execution_count = 0
         self.last_inference_ms = 0
-        self.batch_sizes: dict[int, _Duration] = {}
+        self.batch_sizes: dict[int, dict[str, _Duration]] = {}
+        """Per execution, by rows in the batch."""
 
     def on_batch(self, record: BatchRecord) -> None:
         self.inference_count += record.rows
@@ -48,14 +78,30 @@ class VersionStats:
         self.last_inference_ms = int(time.time() * 1000)
         queued = sum(record.queue_s)
         self.queue.add(queued, record.requests)
-        self.compute.add(record.compute_s, record.requests)
-        self.batch_sizes.setdefault(record.rows, _Duration()).add(record.compute_s)
+        by_size = self.batch_sizes.setdefault(record.rows, {stage: _Duration() for stage in STAGES})
+        for stage, ns in zip(STAGES, self._split_ns(record.instance), strict=True):
+            self.compute[stage].add_ns(ns, record.requests)
+            by_size[stage].add_ns(ns)
         m = self.metrics
         m.inference_count.inc(record.rows)
         m.exec_count.inc()
         m.queue_us.inc(queued * 1e6)
         m.compute_us.inc(record.compute_s * 1e6)
         m.batch_size.observe(record.rows)
+
+    def _split_ns(self, instance: int) -> tuple[int, int, int]:
+        """What ``instance``'s pipeline measured for its latest batch, in ns per stage.
+
+        The batcher reports a batch before that instance runs the next one, and an instance
+        runs one batch at a time: the change since its previous report is this batch's alone
+        (a failed batch's too, so it is never charged to the next one).
+        """
+        if not 0 <= instance < len(self._stages):
+            return 0, 0, 0
+        now = _seconds(self._stages[instance])
+        before, self._seen[instance] = self._seen[instance], now
+        a, b, c = (max(0, round((n - p) * 1e9)) for n, p in zip(now, before, strict=True))
+        return a, b, c
 
     def request_done(self, seconds: float) -> None:
         self.success.add(seconds)
@@ -77,12 +123,6 @@ class VersionStats:
 
     def to_triton(self, name: str, version: str) -> dict[str, Any]:
         """One entry of Triton's ``model_stats``; compute time split as the pipelines measured it."""
-        split = {
-            "compute_input": sum(s.input_s for s in self._stages),
-            "compute_infer": sum(s.infer_s for s in self._stages),
-            "compute_output": sum(s.output_s for s in self._stages),
-        }
-        executed = self.compute.count  # requests that ran in a batch: not refused, not from the cache
         return {
             "name": name,
             "version": version,
@@ -93,12 +133,12 @@ class VersionStats:
                 "success": self.success.to_dict(),
                 "fail": self.fail.to_dict(),
                 "queue": self.queue.to_dict(),
-                **{k: {"count": executed, "ns": int(v * 1e9)} for k, v in split.items()},
+                **{stage: d.to_dict() for stage, d in self.compute.items()},
                 "cache_hit": self.cache_hit.to_dict(),
                 "cache_miss": self.cache_miss.to_dict(),
             },
             "batch_stats": [
-                {"batch_size": size, "compute_infer": d.to_dict()}
-                for size, d in sorted(self.batch_sizes.items())
+                {"batch_size": size, **{stage: d.to_dict() for stage, d in stages.items()}}
+                for size, stages in sorted(self.batch_sizes.items())
             ],
         }

@@ -528,6 +528,27 @@ def test_observer_times_come_from_the_batcher_clock() -> None:
     assert recorder.records == [BatchRecord(1, 1, (0.0,), 4.0), BatchRecord(1, 1, (3.0,), 0.0)]
 
 
+def test_the_record_names_the_instance_that_ran_the_batch() -> None:
+    first, second = FakeRuntime(held=True), FakeRuntime(held=True)
+    recorder = Recorder()
+    rows = {"x": 1, "y": 3}
+
+    async def scenario() -> None:
+        async with serving(first, second, max_batch_size=4, observer=recorder) as batcher:
+            x = asyncio.create_task(batcher.submit("x", rows["x"]))
+            await until(lambda: first.batches or second.batches)
+            y = asyncio.create_task(batcher.submit("y", rows["y"]))
+            await until(lambda: first.batches and second.batches)  # one batch inside each
+            first.gate.set()
+            second.gate.set()
+            await asyncio.gather(x, y)
+
+    run(scenario)
+    ran = {i: [rows[item] for batch in fake.batches for item in batch] for i, fake in enumerate((first, second))}
+    assert sorted(ran[0] + ran[1]) == [1, 3]
+    assert {r.instance: [r.rows] for r in recorder.records} == ran
+
+
 def test_a_failed_batch_is_observed_too() -> None:
     fake = FakeRuntime()
     fake.error = ValueError("boom")
