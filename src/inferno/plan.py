@@ -223,9 +223,15 @@ def _refuse_code(plan: Plan) -> None:
     """A plan on a PyTorch runtime rebuilds its module from its Python source: code, not data."""
     if plan.runtime.startswith("torch"):
         raise ModelLoadError(
-            f"plan runs on {plan.runtime} from source {plan.source!r}: that imports Python code; a server "
+            f"plan runs on {plan.runtime} from source {_shown_source(plan.source)!r}: that imports Python code; a server "
             "loads such a plan only with --trust (start it with --trust for repositories you wrote)"
         )
+
+
+def _shown_source(source: str) -> str:
+    """A plan's source as a message shows it: a file recorded by its absolute path, by its name."""
+    path = Path(source)
+    return path.name if path.is_absolute() else source
 
 
 def _torch_factory(plan: Plan, trust: bool) -> Callable[[], Any] | None:
@@ -244,9 +250,11 @@ def _torch_factory(plan: Plan, trust: bool) -> Callable[[], Any] | None:
     try:
         factory = load_model(ref, trust=trust).torch_factory
     except InfernoError as exc:
-        raise ModelLoadError(f"plan runs on {plan.runtime} from source {plan.source!r}, which cannot be loaded here: {exc}") from exc
+        shown = _shown_source(plan.source)
+        raise ModelLoadError(f"plan runs on {plan.runtime} from source {shown!r}, which cannot be loaded here: "
+                             f"{str(exc).replace(ref, shown)}") from exc
     if factory is None:
-        raise ModelLoadError(f"plan runs on {plan.runtime} but its source {plan.source!r} has no PyTorch module")
+        raise ModelLoadError(f"plan runs on {plan.runtime} but its source {_shown_source(plan.source)!r} has no PyTorch module")
     return factory
 
 

@@ -256,3 +256,13 @@ def test_a_corrupt_model_file_is_a_load_error_without_the_absolute_path(folder: 
     message = refusal(folder)
     assert message.startswith("model file 'tiny/1/model.onnx': onnxruntime cannot load it:"), message
     assert str(tmp_path) not in message and str(tmp_path.resolve()) not in message
+
+
+def test_a_source_recorded_by_its_absolute_path_is_named_by_its_file_name(folder: Path, tmp_path: Path) -> None:
+    edit(folder, runtime="torch", source=str(tmp_path / "models" / "net.pt"))
+    message = refusal(folder)
+    assert message.startswith("plan runs on torch from source 'net.pt': that imports Python code;"), message
+    assert str(tmp_path) not in message
+    message = refusal(folder, trust=True)  # the loader's own words, without the path either
+    assert message.startswith("plan runs on torch from source 'net.pt', which cannot be loaded here:"), message
+    assert str(tmp_path) not in message
