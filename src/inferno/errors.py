@@ -83,8 +83,11 @@ class ServiceUnavailableError(InfernoError):
         self.retry_after_s = retry_after_s
 
 
-class ModelUnavailableError(ServiceUnavailableError):
-    """A model of the repository whose loading failed: requests are told why (503)."""
+class ModelUnavailableError(InfernoError):
+    """A model of the repository whose loading failed: requests are told why (500, and no
+    Retry-After: the same files fail the same way until someone fixes them and loads again)."""
+
+    http_status = 500
 
 
 class DeadlineExceededError(InfernoError):

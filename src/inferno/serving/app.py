@@ -13,6 +13,7 @@ import contextlib
 import hmac
 import itertools
 import logging
+import re
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -52,16 +53,26 @@ Reply = tuple[int, bytes, list[tuple[bytes, bytes]]]
 EXTENSIONS = ["binary_tensor_data", "classification", "model_repository", "model_configuration", "statistics"]
 _JSON = (b"content-type", b"application/json")
 _WANTED = {b"authorization", b"content-length", b"content-encoding", b"inference-header-content-length"}
+_LIVE = orjson.dumps({"live": True})
+_READY = {True: orjson.dumps({"ready": True}), False: orjson.dumps({"ready": False})}
 
 
 class _Exchange:
     """One HTTP request: what the handlers need of it."""
 
-    __slots__ = ("headers", "method", "receive", "started")
+    __slots__ = ("duplicated", "headers", "method", "receive", "started")
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self.method: str = scope["method"]
-        self.headers = {k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in _WANTED}
+        self.headers: dict[str, str] = {}
+        self.duplicated: str | None = None
+        """A header this server reads that came more than once: which one wins is ambiguous."""
+        for k, v in scope["headers"]:
+            if k in _WANTED:
+                name = k.decode()
+                if name in self.headers:
+                    self.duplicated = name
+                self.headers[name] = v.decode("latin-1")
         self.receive = receive
         self.started = time.perf_counter()
 
@@ -81,6 +92,10 @@ class InfernoApp:
         self._startup: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._openapi = orjson.dumps(openapi(__version__))
+        repo = config.repository
+        # longest first: the resolved path may contain the given one (or the reverse)
+        self._roots = sorted({str(repo.resolve()), str(repo.absolute()), str(repo)} - {"", "."}, key=len,
+                             reverse=True)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -94,7 +109,7 @@ class InfernoApp:
         keeps routing to the models that work. ``strict_readiness`` asks for every model,
         Triton's default.
         """
-        names = list(self.config.models) or sorted(repository.models(self.config.repository))
+        names = list(self.config.models) or sorted(repository.models(self.config.repository, trust=self.config.trust))
         for name in names:
             try:
                 await self.manager.load(name)
@@ -127,11 +142,13 @@ class InfernoApp:
         except ClientDisconnected:
             return
         except InfernoError as exc:
-            status, body, headers = exc.http_status, error_body(str(exc)), [_JSON]
+            status, body, headers = exc.http_status, error_body(self._public(str(exc))), [_JSON]
             if isinstance(exc, ServiceUnavailableError):
                 headers.append((b"retry-after", str(max(1, round(exc.retry_after_s))).encode()))
             if isinstance(exc, UnauthorizedError):
                 headers.append((b"www-authenticate", b"Bearer"))
+            if isinstance(exc, _MethodNotAllowed):
+                headers.append((b"allow", exc.allow.encode()))
         except Exception:
             request_id = next(self._ids)
             log.exception("request %s (%s %s) failed", request_id, exchange.method, scope["path"])
@@ -141,6 +158,37 @@ class InfernoApp:
         await send({"type": "http.response.start", "status": status,
                     "headers": [*headers, (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+    def early_answer(self, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]]) -> Reply | None:
+        """The answer to an infer request whose model's queue is full, from its request line
+        and headers alone (the transport calls this before the body is read); None for
+        anything else, which the routes then handle as usual.
+
+        Only what is certain is answered here: a plain ``/v2/models/M[/versions/V]/infer``
+        path, an authorized request when the server has a token, a loaded model.
+        """
+        if method != b"POST" or not url.endswith(b"/infer") or b"%" in url or b"?" in url:
+            return None
+        parts = url.decode("latin-1").split("/")
+        if len(parts) == 5 and parts[:3] == ["", "v2", "models"]:
+            version = None
+        elif len(parts) == 7 and parts[:3] == ["", "v2", "models"] and parts[4] == "versions":
+            if not _VERSION.fullmatch(parts[5]):
+                return None
+            version = parts[5]
+        else:
+            return None
+        if self.config.token is not None:
+            given = [v for k, v in headers if k == b"authorization"]
+            if len(given) != 1 or not hmac.compare_digest(given[0], f"Bearer {self.config.token}".encode()):
+                return None
+        try:
+            self.manager.get(parts[3], version).admit(time.perf_counter())
+        except ServiceUnavailableError as exc:
+            return 503, error_body(str(exc)), [_JSON, (b"retry-after", b"1")]
+        except InfernoError:
+            return None
+        return None
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -160,9 +208,13 @@ class InfernoApp:
         if parts[:2] == ["v2", "health"] and len(parts) == 3:
             self._method(ex, "GET")
             if parts[2] == "live":
-                return 200, b"", [_JSON]
+                return 200, _LIVE, [_JSON]
             if parts[2] == "ready":
-                return (200 if self.ready else 503), b"", [_JSON]
+                return (200 if self.ready else 503), _READY[self.ready], [_JSON]
+        if "" in parts and parts != [""]:
+            raise _NotFound(f"path {path!r}: expected no empty segment ('//'); /openapi.json lists the endpoints")
+        if ex.duplicated is not None:
+            raise UserInputError(f"header {ex.duplicated!r}: expected it once, got it more than once")
         self._authorize(ex)
         if parts == ["v2"]:
             self._method(ex, "GET")
@@ -186,6 +238,9 @@ class InfernoApp:
         version = None
         if len(rest) >= 2 and rest[0] == "versions":
             version, rest = rest[1], rest[2:]
+            if not _VERSION.fullmatch(version):
+                raise _NotFound(f"model {model!r} version {version!r}: expected a version number "
+                                "(digits, no leading zero)")
         action = rest[0] if len(rest) == 1 else ("" if not rest else None)
         if action == "infer":
             self._method(ex, "POST")
@@ -198,11 +253,12 @@ class InfernoApp:
             return _json(served.metadata(self.manager.loaded()[model]))
         if action == "ready":
             try:
-                return (200 if self.manager.get(model, version).ready else 503), b"", [_JSON]
+                ready = self.manager.get(model, version).ready
             except UnknownModelError:
-                return 404, b"", [_JSON]
-            except ModelUnavailableError:
-                return 503, b"", [_JSON]
+                return 404, _READY[False], [_JSON]
+            except (ModelUnavailableError, ServiceUnavailableError):
+                return 503, _READY[False], [_JSON]
+            return (200 if ready else 503), _READY[ready], [_JSON]
         if action == "config":
             return _json(self.manager.get(model, version).model_config())
         if action == "drift":
@@ -210,6 +266,9 @@ class InfernoApp:
         return _json({"model_stats": self._stats(model, version)})
 
     async def _infer(self, model: str, version: str | None, ex: _Exchange) -> Reply:
+        # Refuse what cannot be served before the body is read and parsed: under overload a
+        # 503 must cost a small fraction of a served request, or rejections eat the capacity.
+        self.manager.get(model, version).admit(ex.started)
         body = await self._body(ex)
         served: ServedVersion | None = None
         try:
@@ -217,11 +276,12 @@ class InfernoApp:
             # no await between the lookup and the batcher's submit: see serving.models
             served = self.manager.get(model, version)
             outputs = await served.infer(request, ex.started)
+            payload, extra = encode_infer_response(model, served.version, outputs, request.id)
+            served.check_response_size(len(payload), ex.started)
         except UserInputError:
             if served is None:
                 self._count_parse_failure(model, version, ex)
             raise
-        payload, extra = encode_infer_response(model, served.version, outputs, request.id)
         served.stats.request_done(time.perf_counter() - ex.started)
         if extra:
             return 200, payload, [(b"content-type", b"application/octet-stream"),
@@ -238,7 +298,7 @@ class InfernoApp:
         body = await self._body(ex)
         options = _json_object(body, "repository request")
         if rest == ["index"]:
-            rows = self.manager.index()
+            rows = [{**r, "reason": self._public(r["reason"])} for r in self.manager.index()]
             if options.get("ready") is True:
                 rows = [r for r in rows if r["state"] == "READY"]
             return _json(rows)
@@ -252,7 +312,7 @@ class InfernoApp:
                 if unsupported:
                     raise UserInputError(
                         f"load parameters {unsupported}: not supported; put settings in "
-                        f"{self.config.repository}/{name}/serve.json and load again"
+                        f"the repository's {name}/serve.json and load again"
                     )
                 await self.manager.load(name)
             else:
@@ -286,6 +346,13 @@ class InfernoApp:
                 entries.append(served.stats.to_triton(name, v))
         return entries
 
+    def _public(self, message: str) -> str:
+        """``message`` without this machine's file system paths: the repository's own path
+        becomes "repository" (clients name models, not folders; the log keeps the paths)."""
+        for root in self._roots:
+            message = message.replace(root, "repository")
+        return message
+
     def _authorize(self, ex: _Exchange) -> None:
         token = self.config.token
         if token is None:
@@ -298,7 +365,7 @@ class InfernoApp:
     @staticmethod
     def _method(ex: _Exchange, expected: str) -> None:
         if ex.method != expected:
-            raise _MethodNotAllowed(f"method {ex.method}: this endpoint takes {expected}")
+            raise _MethodNotAllowed(f"method {ex.method}: this endpoint takes {expected}", expected)
 
     async def _body(self, ex: _Exchange) -> bytes:
         return await read_body(ex.receive, ex.headers, self.config.max_body_bytes)
@@ -306,6 +373,10 @@ class InfernoApp:
 
 class _MethodNotAllowed(UserInputError):
     http_status = 405
+
+    def __init__(self, message: str, allow: str) -> None:
+        super().__init__(message)
+        self.allow = allow
 
 
 class _NotFound(UserInputError):
@@ -356,7 +427,17 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
         raise UserInputError(f"request body: declared {encoding}, but it does not decompress ({exc})") from None
     if len(out) > limit or inflater.unconsumed_tail:
         raise PayloadTooLargeError(f"request body: expected at most {limit} bytes once decompressed, got more")
+    if not inflater.eof:
+        raise UserInputError(f"request body: declared {encoding}, expected a complete stream, got a truncated one")
+    if inflater.unused_data:
+        raise UserInputError(f"request body: declared {encoding}, expected nothing after the compressed stream, "
+                             f"got {len(inflater.unused_data)} more bytes")
     return out
+
+
+_VERSION = re.compile(r"[1-9][0-9]{0,17}")
+"""A version as the repository writes it: ASCII digits, no leading zero (``01``, `` 1`` and
+non-ASCII digits would otherwise all reach version 1 through ``int``)."""
 
 
 def _json(doc: Any) -> Reply:

@@ -10,6 +10,7 @@ on a version that is already draining.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -48,7 +49,7 @@ from inferno.serving.pipelines import (
     build_pipeline,
     respond,
 )
-from inferno.serving.protocol import InferRequest, OutputTensor
+from inferno.serving.protocol import DATATYPES, InferRequest, OutputTensor
 from inferno.serving.stats import VersionStats
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,10 @@ class ServedVersion:
 
     def __init__(self, name: str, version: int, folder: Path, config: ModelServeConfig,
                  pipelines: list[Pipeline], metrics: ServingMetrics,
-                 prediction_log: PredictionLog | None = None) -> None:
+                 prediction_log: PredictionLog | None = None, response_limit: int | None = None) -> None:
         self.name = name
+        self.response_limit = response_limit
+        """Most bytes one response may hold (the server's ``max_response_bytes``); None: no limit."""
         self.version = str(version)
         self.folder = folder
         self.config = config
@@ -86,12 +89,16 @@ class ServedVersion:
 
     @classmethod
     def build(cls, name: str, version: int, folder: Path, config: ModelServeConfig,
-              metrics: ServingMetrics, prediction_log: PredictionLog | None = None) -> ServedVersion:
-        """Load every instance and warm it up (blocking: call from a worker thread)."""
+              metrics: ServingMetrics, prediction_log: PredictionLog | None = None, *,
+              trust: bool = False, response_limit: int | None = None) -> ServedVersion:
+        """Load every instance and warm it up (blocking: call from a worker thread).
+
+        ``trust``: the plan may import Python code and name files outside the repository.
+        """
         pipelines: list[Pipeline] = []
         try:
             for _ in range(config.instances):
-                pipeline = build_pipeline(PlanRunner(folder, config.threads), config.group_by_length)
+                pipeline = build_pipeline(PlanRunner(folder, config.threads, trust=trust), config.group_by_length)
                 pipelines.append(pipeline)
                 warm_up(pipeline)
         except BaseException:
@@ -99,7 +106,7 @@ class ServedVersion:
                 p.close()
             raise
         try:
-            return cls(name, version, folder, config, pipelines, metrics, prediction_log)
+            return cls(name, version, folder, config, pipelines, metrics, prediction_log, response_limit)
         except BaseException:
             for p in pipelines:
                 p.close()
@@ -112,6 +119,44 @@ class ServedVersion:
     def start(self) -> None:
         self.batcher.start()
         self.ready = True
+
+    def admit(self, started: float) -> None:
+        """Refuse a request the queue has no room for, before its body is read (503)."""
+        batcher = self.batcher
+        if batcher.queue_depth >= batcher.max_queue_size:
+            self.stats.request_failed(time.perf_counter() - started, "rejected")
+            raise ServiceUnavailableError(
+                f"model {self.name!r}: queue full: {batcher.queue_depth} requests waiting "
+                f"(max_queue_size {batcher.max_queue_size})", 1.0)
+
+    def check_response_size(self, size: int, started: float) -> None:
+        """Refuse a response over the budget (400) rather than send it."""
+        limit = self.response_limit
+        if limit is not None and size > limit:
+            self.stats.request_failed(time.perf_counter() - started, "rejected")
+            raise UserInputError(
+                f"response: expected at most {limit} bytes (the server's max_response_bytes), this one "
+                f"is {size}; ask for fewer rows or outputs, or binary_data outputs")
+
+    def _response_floor(self, work: Work) -> int:
+        """The fewest bytes the response to ``work`` can take, from the output shapes alone:
+        ``itemsize`` per element in binary, 2 per element in JSON (a digit and a comma)."""
+        pipeline = self.pipelines[0]
+        metas = {t.name: t for t in pipeline.outputs}
+        total = 0
+        for out in work.outputs:
+            meta = metas.get(out.name)
+            if meta is None or meta.datatype == "BYTES":
+                continue
+            axis = pipeline.batch_axes.get(out.name, 0)
+            dims = [d for j, d in enumerate(meta.shape) if j != axis]
+            if any(d < 0 for d in dims):
+                continue  # a size only the run tells
+            per_row = out.classification if out.classification else int(np.prod(dims, dtype=np.int64))
+            rows = work.rows if axis is not None else 1
+            width = DATATYPES[meta.datatype].itemsize if out.binary else 2
+            total += rows * per_row * (2 if out.classification else width)
+        return total
 
     async def infer(self, request: InferRequest, started: float) -> list[OutputTensor]:
         """Check, batch and run one request. Raises InfernoError subclasses for the caller to map."""
@@ -126,6 +171,13 @@ class ServedVersion:
                     f"request batch: expected at most {self.max_batch_size} rows "
                     f"(max_batch_size of {self.name!r}), got {work.rows}"
                 )
+            if self.response_limit is not None:
+                floor = self._response_floor(work)
+                if floor > self.response_limit:
+                    raise UserInputError(
+                        f"response: expected at most {self.response_limit} bytes (the server's "
+                        f"max_response_bytes), this request asks for at least {floor} ({work.rows} rows of "
+                        f"{[o.name for o in work.outputs]}); ask for fewer rows or outputs")
             key = None
             if self.cache is not None:
                 t0 = time.perf_counter()
@@ -317,8 +369,12 @@ class ModelManager:
         """The version to serve (the newest loaded when ``version`` is None); 404s otherwise."""
         entry = self._entries.get(name)
         if entry is not None and not entry.versions and entry.failed:
-            raise ModelUnavailableError(f"model {name!r} is UNAVAILABLE: loading it failed: {entry.reason}",
-                                        retry_after_s=30)
+            raise ModelUnavailableError(
+                f"model {name!r} is UNAVAILABLE: loading it failed: {entry.reason}; retrying will not help "
+                "until its files are fixed and it is loaded again (POST /v2/repository/models/"
+                f"{name}/load)")
+        if entry is not None and not entry.versions and entry.state == "LOADING":
+            raise ServiceUnavailableError(f"model {name!r} is LOADING: retry shortly", retry_after_s=1.0)
         if entry is None or not entry.versions:
             known = sorted(n for n, e in self._entries.items() if e.versions)
             raise UnknownModelError(f"model {name!r}: not loaded; loaded models: {known}")
@@ -339,11 +395,11 @@ class ModelManager:
     async def load(self, name: str) -> None:
         """Load (or reload) ``name``: new versions are built and warmed before they replace old ones."""
         repository.check_name(name)
-        available = repository.versions(self.config.repository, name)
+        available = repository.versions(self.config.repository, name, trust=self.config.trust)
         if not available:
             raise UnknownModelError(
-                f"model {name!r}: no version in repository {self.config.repository} "
-                f"(it holds {sorted(repository.models(self.config.repository))})"
+                f"model {name!r}: no version in the repository "
+                f"(it holds {sorted(repository.models(self.config.repository, trust=self.config.trust))})"
             )
         wanted = available[-1:] if self.config.versions == "latest" else available
         async with self._locks.setdefault(name, asyncio.Lock()):
@@ -357,15 +413,18 @@ class ModelManager:
                     folder = self.config.repository / name / str(v)  # listed by versions() above
                     log.info("loading %s version %s from %s", name, v, folder)
                     fresh[v] = await asyncio.to_thread(
-                        ServedVersion.build, name, v, folder, settings, self.metrics, self.prediction_log
+                        functools.partial(ServedVersion.build, trust=self.config.trust,
+                                          response_limit=self.config.response_limit),
+                        name, v, folder, settings, self.metrics, self.prediction_log,
                     )
             except Exception as exc:
                 await _close_all(fresh.values())
                 entry.state, entry.reason = ("READY" if entry.versions else "UNAVAILABLE"), str(exc).strip()
                 entry.failed = True
-                if isinstance(exc, InfernoError):
+                if isinstance(exc, InfernoError) and not isinstance(exc, ServiceUnavailableError):
                     raise
-                raise ServiceUnavailableError(f"model {name!r}: loading failed: {exc}") from exc
+                # the same files fail the same way on a retry: not a 503 with Retry-After
+                raise ModelLoadError(f"model {name!r}: loading failed: {str(exc).strip()}") from exc
             for served in fresh.values():
                 served.start()
             replaced = [s for v, s in entry.versions.items() if v in fresh or v not in wanted]
@@ -396,7 +455,7 @@ class ModelManager:
     def index(self) -> list[dict[str, Any]]:
         """Triton's repository index: every model on disk, with its state."""
         rows = []
-        on_disk = repository.models(self.config.repository)
+        on_disk = repository.models(self.config.repository, trust=self.config.trust)
         for name in sorted(set(on_disk) | set(self._entries)):
             entry = self._entries.get(name)
             loaded = entry.versions if entry else {}

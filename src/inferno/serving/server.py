@@ -11,6 +11,7 @@ import contextlib
 import http.client
 import importlib.util
 import logging
+import resource
 import signal
 import socket
 import threading
@@ -22,15 +23,18 @@ import uvicorn
 from inferno.errors import ConfigError, ServiceUnavailableError
 from inferno.serving.app import InfernoApp
 from inferno.serving.config import ServeConfig
+from inferno.serving.transport import ConnectionLimits, guarded_protocol
 
 log = logging.getLogger(__name__)
 
 
 def _uvicorn_config(app: InfernoApp, config: ServeConfig) -> uvicorn.Config:
+    limits = ConnectionLimits(config.max_connections, config.keep_alive_timeout_s,
+                              config.header_timeout_s, config.body_timeout_s)
     return uvicorn.Config(
         app, host=config.host, port=config.port, lifespan="on",
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        http=guarded_protocol(limits, app.early_answer), timeout_keep_alive=round(config.keep_alive_timeout_s) or 1,
         access_log=False, log_level="warning", backlog=4096,
         proxy_headers=False, server_header=False,  # nothing reads them; each costs every request
         timeout_graceful_shutdown=round(config.graceful_timeout_s),
@@ -54,6 +58,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(config: ServeConfig) -> None:
     """Serve until SIGTERM/SIGINT (blocking)."""
+    raise_open_files_limit(config.max_connections)
     app = InfernoApp(config)
     sock = bind(config.host, config.port)
     server = uvicorn.Server(_uvicorn_config(app, config))
@@ -62,6 +67,20 @@ def serve(config: ServeConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_cleanly)
     server.run(sockets=[sock])
+
+
+def raise_open_files_limit(connections: int) -> None:
+    """Lift the soft open-files limit to the hard one: each connection holds a descriptor, and
+    at the usual soft limit (1,024) a flood of idle sockets would stop ``accept`` before the
+    connection cap could close any. A warning when even the hard limit is below the cap."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    if soft != resource.RLIM_INFINITY and soft < connections + 64:
+        log.warning("open files limit %d is below --max-connections %d (+64 for models and logs): "
+                    "raise it (ulimit -n) or lower --max-connections", soft, connections)
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

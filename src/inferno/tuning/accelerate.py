@@ -565,7 +565,7 @@ def _profile(folder: Path, model: Model) -> None:
     from inferno.plan import PlanRunner
 
     data = model.calibration_data.take(PROFILE_SAMPLES)
-    runner = PlanRunner(folder)
+    runner = PlanRunner(folder, trust=True)  # this run wrote the plan, from the source it loaded itself
     try:
         signature = model.signature
         axis = signature.outputs[signature.primary_output()].batch_axis

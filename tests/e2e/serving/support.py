@@ -96,10 +96,12 @@ def raw_request(host: str, port: int, method: str, path: str, body: bytes | str 
 
 @contextlib.contextmanager
 def running(repo: Path, *, models: tuple[str, ...] = (), token: str | None = None,
-            max_body_bytes: int = 64 * 2**20, **settings: Any) -> Iterator[Server]:
-    """A server on ``repo``; ``settings`` are the models' ModelServeConfig fields."""
+            max_body_bytes: int = 64 * 2**20, server: dict[str, Any] | None = None,
+            **settings: Any) -> Iterator[Server]:
+    """A server on ``repo``; ``settings`` are the models' ModelServeConfig fields, ``server``
+    more ServeConfig fields."""
     config = ServeConfig(repository=repo, port=0, models=models, token=token, max_body_bytes=max_body_bytes,
-                         graceful_timeout_s=10, defaults=ModelServeConfig(**settings))
+                         graceful_timeout_s=10, defaults=ModelServeConfig(**settings), **(server or {}))
     thread = ServerThread(config, ready_timeout_s=60)
     with thread:
         yield Server(thread)

@@ -201,7 +201,9 @@ def test_a_failed_model_is_unavailable_with_its_reason_and_the_others_serve(tmp_
             assert "'x': [1, 3, 8, 8]" in index["old"]["reason"] and "ONNXRuntimeError" in index["old"]["reason"]
             with pytest.raises(ModelUnavailableError) as info:
                 app.manager.get("old")
-            assert info.value.http_status == 503 and index["old"]["reason"] in str(info.value)
+            # failed for good: not a 503 inviting retries of the same files
+            assert info.value.http_status == 500 and index["old"]["reason"] in str(info.value)
+            assert "retrying will not help" in str(info.value)
         finally:
             await app.shutdown()
 

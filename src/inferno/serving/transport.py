@@ -1,0 +1,180 @@
+"""HTTP transport: uvicorn's httptools protocol with the connection limits it lacks.
+
+uvicorn arms its keep-alive timer only after a response, so a connection that never sends
+a byte, or sends a header line now and then (slowloris), stays open for ever; and it has no
+cap on connections short of ``limit_concurrency``, which answers 503 to health probes too.
+This protocol adds, per connection:
+
+- an idle timeout from the moment it opens (not only after a response);
+- a deadline for a request's headers, from its first byte, answered 408 then closed;
+- a deadline for its body, from the end of its headers;
+
+an early answer: once a request's headers are in, the app may answer it (a full queue's
+503) before its body is read, in a minimal ASGI cycle that never reaches the routes, so a
+refusal under overload costs a small fraction of a served request; and, per server, a cap
+on open connections. At the cap, a new connection makes room by
+closing the connection idle longest (no request in flight: an idle keep-alive, a fresh one
+that sent nothing, a slowloris); only when every connection has a request in flight is the
+new one answered 503 and closed. So a prober that connects and asks at once is always
+served, however many idle sockets a client holds open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from inferno.serving.protocol import error_body
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    max_connections: int
+    keep_alive_timeout_s: float
+    header_timeout_s: float
+    body_timeout_s: float
+
+
+def _raw_response(status: str, message: str, extra: bytes = b"") -> bytes:
+    body = error_body(message)
+    return (f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n".encode() + extra
+            + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode() + body)
+
+
+_FULL = _raw_response("503 Service Unavailable", "connections: every open connection has a request in flight; "
+                      "retry shortly", b"retry-after: 1\r\n")
+
+
+Headers = list[tuple[bytes, bytes]]
+EarlyAnswer = tuple[int, bytes, Headers]
+Admission = Callable[[bytes, bytes, Headers], EarlyAnswer | None]
+"""``(method, raw URL, headers) → (status, body, headers)`` to answer now, or None to go on."""
+
+
+def guarded_protocol(limits: ConnectionLimits, admission: Admission | None = None) -> type[HttpToolsProtocol]:
+    """An httptools protocol class bound to ``limits`` (uvicorn takes the class as ``http=``)."""
+    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,),
+                {"limits": limits, "admission": staticmethod(admission) if admission else None})
+
+
+def _replying(status: int, body: bytes, headers: Headers) -> Callable[..., Any]:
+    """A minimal ASGI app that sends one prepared answer (and reads nothing)."""
+    start = {"type": "http.response.start", "status": status,
+             "headers": [*headers, (b"content-length", str(len(body)).encode())]}
+    message = {"type": "http.response.body", "body": body}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(start)
+        await send(message)
+
+    return app
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    limits: ConnectionLimits
+    admission: Admission | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.timeout_keep_alive = self.limits.keep_alive_timeout_s  # type: ignore[assignment]  # call_later takes a float
+        self._deadline: asyncio.TimerHandle | None = None
+        self._last_active = 0.0
+
+    # -- connection ----------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._last_active = self.loop.time()
+        if len(self.connections) > self.limits.max_connections and not self._make_room():
+            self.connections.discard(self)
+            transport.write(_FULL)
+            transport.close()
+            return
+        # the idle timer from the first moment, in uvicorn's own slot: its data_received cancels it
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_deadline()
+        super().connection_lost(exc)
+
+    def _make_room(self) -> bool:
+        """Close the connection idle longest; False when every other one has a request in flight."""
+        idle = [c for c in self.connections
+                if c is not self and isinstance(c, GuardedHttpToolsProtocol) and c.idle]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda c: c._last_active)
+        oldest.connections.discard(oldest)  # counted out now: its close completes later
+        oldest.transport.close()
+        return True
+
+    @property
+    def idle(self) -> bool:
+        """No request in flight: nothing the app is working on, nothing queued behind it."""
+        return (self.cycle is None or self.cycle.response_complete) and not self.pipeline
+
+    # -- request deadlines ---------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self._last_active = self.loop.time()
+        super().data_received(data)
+        # bytes that start no request (stray CRLFs) cancelled the idle timer: arm it again
+        if (self._deadline is None and self.timeout_keep_alive_task is None and self.idle
+                and not self.transport.is_closing()):
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
+                                                                self.timeout_keep_alive_handler)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm(self.limits.header_timeout_s, self._headers_late)
+
+    def on_headers_complete(self) -> None:
+        self._arm(self.limits.body_timeout_s, self._body_late)
+        answer = None
+        # only when nothing is in flight before it: a pipelined request's answer must wait its turn
+        if self.admission is not None and (self.cycle is None or self.cycle.response_complete):
+            answer = self.admission(self.parser.get_method(), self.url, self.headers)
+        if answer is None:
+            super().on_headers_complete()
+            return
+        app, self.app = self.app, _replying(*answer)  # uvicorn starts the cycle with self.app
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = app
+
+    def on_message_complete(self) -> None:
+        self._cancel_deadline()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        self._last_active = self.loop.time()
+        super().on_response_complete()
+
+    def _arm(self, seconds: float, callback: Any) -> None:
+        self._cancel_deadline()
+        self._deadline = self.loop.call_later(seconds, callback)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _headers_late(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            self.transport.write(_raw_response(
+                "408 Request Timeout",
+                f"request headers: expected complete within {self.limits.header_timeout_s:g} s of the "
+                f"request's first byte, got less"))
+            self.transport.close()
+
+    def _body_late(self) -> None:
+        # the app waiting on the body sees a disconnect; no answer can be framed mid-body
+        self._deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
