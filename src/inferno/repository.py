@@ -27,11 +27,11 @@ log = logging.getLogger(__name__)
 PLAN_FILE = "plan.json"
 MODEL_FILE = "model.onnx"
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):  # not match + "$": "$" also matches before a trailing newline
         raise ConfigError(
             f"model name {name!r}: expected letters, digits, '.', '_' or '-' (max 128), "
             "starting with a letter or digit"

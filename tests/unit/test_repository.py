@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from inferno.errors import ConfigError, UnknownModelError
-from inferno.repository import models, redact, relative, version_path, versions, write_version
+from inferno.repository import check_name, models, redact, relative, version_path, versions, write_version
 
 
 def _fill(staging: Path, final: Path) -> None:
@@ -112,3 +112,10 @@ def test_messages_name_no_absolute_path(repo: Path) -> None:
     assert relative(repo / "m" / "1" / "plan.json", repo) == "m/1/plan.json"
     assert relative(Path("/somewhere/else/plan.json"), repo) == "plan.json"
     assert redact(f"Load model from {repo}/m/1/model.onnx failed", repo) == "Load model from m/1/model.onnx failed"
+
+
+@pytest.mark.parametrize("name", ["digits\n", "digits\r\n", "di gits", "dígits", ".hidden", ""])
+def test_a_model_name_must_match_whole(name: str) -> None:
+    # "digits\n" used to pass: a "$" regex matches before a trailing newline
+    with pytest.raises(ConfigError):
+        check_name(name)
