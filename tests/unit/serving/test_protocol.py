@@ -947,10 +947,6 @@ def test_the_model_name_pattern_is_the_repositorys(path: str, method: str) -> No
     for name in NAMES_OK:
         assert repository.check_name(name) == name
     for name in NAMES_REFUSED:
-        if name.endswith(
-            "\n"
-        ):  # repository's `$` lets a trailing newline through (issue 15, item 8)
-            continue
         with pytest.raises(ConfigError):
             repository.check_name(name)
 
