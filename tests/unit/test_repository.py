@@ -4,7 +4,15 @@ from pathlib import Path
 import pytest
 
 from inferno.errors import ConfigError, UnknownModelError
-from inferno.repository import check_name, models, redact, relative, version_path, versions, write_version
+from inferno.repository import (
+    check_name,
+    models,
+    redact,
+    relative,
+    version_path,
+    versions,
+    write_version,
+)
 
 
 def _fill(staging: Path, final: Path) -> None:

@@ -275,13 +275,17 @@ class InfernoApp:
             request = parse_infer_request(body, ex.headers.get("inference-header-content-length"))
             # no await between the lookup and the batcher's submit: see serving.models
             served = self.manager.get(model, version)
-            outputs = await served.infer(request, ex.started)
-            payload, extra = encode_infer_response(model, served.version, outputs, request.id)
-            served.check_response_size(len(payload), ex.started)
+            outputs = await served.infer(request, ex.started)  # counts its own failures
         except UserInputError:
             if served is None:
                 self._count_parse_failure(model, version, ex)
             raise
+        try:
+            payload, extra = encode_infer_response(model, served.version, outputs, request.id)
+        except UserInputError:  # a JSON output holding NaN/Inf
+            served.stats.request_failed(time.perf_counter() - ex.started, "rejected")
+            raise
+        served.check_response_size(len(payload), ex.started)
         served.stats.request_done(time.perf_counter() - ex.started)
         if extra:
             return 200, payload, [(b"content-type", b"application/octet-stream"),

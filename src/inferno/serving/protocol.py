@@ -2,9 +2,9 @@
 
 Parsing is strict and every refusal names the input, what was expected and what was found:
 the server answers it as 400 and keeps serving. Nested JSON ``data`` must be its shape level
-by level (flat data of the right count is fine), output names are unique, and float tensors
-hold finite values both ways (JSON cannot carry NaN or Inf; binary outputs carry them
-exactly, a JSON output that holds them is refused). Nothing here knows about models.
+by level (flat data of the right count is fine), output names are unique. JSON cannot carry NaN or Inf: binary
+tensors carry them exactly both ways, and a JSON output that holds them is refused rather
+than written as ``null``. Nothing here knows about models.
 """
 
 from __future__ import annotations
@@ -205,17 +205,9 @@ def _from_binary(chunk: bytes, datatype: str, count: int, where: str) -> np.ndar
             f"{where}: expected {count * dtype.itemsize} bytes ({count} {datatype} elements), "
             f"got binary_data_size {len(chunk)}"
         )
-    array = np.frombuffer(chunk, dtype=dtype)
-    if dtype.kind == "f":
-        finite = np.isfinite(array)
-        if not finite.all():
-            # JSON cannot carry NaN or Inf: binary data does not smuggle them in either
-            index = int(np.flatnonzero(~finite)[0])
-            raise UserInputError(
-                f"{where}: expected finite {datatype} values (JSON cannot carry NaN or Inf), "
-                f"got {array[index]} at flat index {index}"
-            )
-    return array
+    # NaN and Inf stay: a model may take them (missing values), and the server's data
+    # validation (validation: count | reject) is where they are counted or refused
+    return np.frombuffer(chunk, dtype=dtype)
 
 
 def _from_json(data: Any, datatype: str, shape: list[int], count: int, where: str) -> np.ndarray:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tritonclient.http as httpclient
 
 from inferno.models.zoo import digits
 from tests.e2e.serving.support import Server, digits_inputs, running, text_inputs
@@ -162,7 +163,10 @@ def test_validation_counts_by_default(digits_server: Server) -> None:
     bad[0, 0, 2, 3] = 7.0
     client.infer("digits", digits_inputs(bad))
     bad[0, 0, 0, 0] = np.nan
-    client.infer("digits", digits_inputs(bad, binary=True))  # JSON has no NaN; counted, still answered
+    # JSON has no NaN: in and out in binary. Counted, still answered
+    answer = client.infer("digits", digits_inputs(bad, binary=True),
+                          outputs=[httpclient.InferRequestedOutput("probabilities", binary_data=True)])
+    assert np.isnan(answer.as_numpy("probabilities")).any()
     monitor = digits_server.manager.get("digits").monitor
     assert monitor is not None and monitor.flush()
     metrics = digits_server.metrics()

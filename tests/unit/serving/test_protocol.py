@@ -687,21 +687,14 @@ def test_flat_and_regular_nested_data_are_accepted(
 
 
 @pytest.mark.parametrize("datatype", ["FP16", "FP32", "FP64"])
-@pytest.mark.parametrize(("value", "shown"), [(np.nan, "nan"), (np.inf, "inf"), (-np.inf, "-inf")])
-def test_binary_float_inputs_with_nan_or_inf_are_refused(
-    datatype: str, value: float, shown: str
-) -> None:
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_binary_float_inputs_keep_nan_and_inf_exactly(datatype: str, value: float) -> None:
+    # the server's data validation counts or refuses them (validation: count | reject), not the parser
     x = np.array([[0.5, 1.0, 2.0], [value, 3.0, value]], dtype=DATATYPE_DTYPES[datatype])
     raw, length = binary_body(
         {"inputs": [tensor("x", datatype, [2, 3], binary_data_size=x.nbytes)]}, x.tobytes()
     )
-    message = refusal(raw, length)
-    for fragment in [
-        "input 'x'",
-        f"expected finite {datatype} values",
-        f"got {shown} at flat index 3",
-    ]:
-        assert fragment in message, f"{fragment!r} not in {message!r}"
+    np.testing.assert_array_equal(parse_infer_request(raw, length).inputs["x"].data, x)
 
 
 def test_binary_float_extremes_that_are_finite_are_accepted() -> None:

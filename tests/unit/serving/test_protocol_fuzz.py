@@ -1,7 +1,7 @@
 """Property: whatever body reaches the parser, it returns a consistent request or refuses it.
 
 ``parse_infer_request`` either returns an ``InferRequest`` whose tensors hold ``prod(shape)``
-elements shaped as their shape, with unique output names and finite floats, or raises
+elements shaped as their shape, with unique output names, or raises
 ``UserInputError`` (a 400). Never anything else: an ``IndexError`` or a numpy error here
 would be a 500 in the server. The end-to-end fuzz over a running server is
 ``tests/e2e/serving/test_fuzz.py``; this one is in-process and fast.
@@ -58,20 +58,19 @@ def check(body: bytes, header_length: str | None) -> None:
         assert tensor.data.shape == tensor.shape
         assert tensor.data.size == math.prod(tensor.shape)
         assert tensor.data.dtype == DATATYPES[tensor.datatype]
-        if tensor.data.dtype.kind == "f":
-            assert np.isfinite(tensor.data).all(), name
         if tensor.datatype == "BYTES":
             assert all(isinstance(b, bytes) for b in tensor.data.reshape(-1))
     if request.outputs is not None:
         names = [out.name for out in request.outputs]
         assert len(names) == len(set(names)), names
-    # what was accepted can be sent back, as JSON and as binary (finite floats only)
+    # what was accepted can be sent back as binary, and as JSON where its floats are finite
     outputs = [
         OutputTensor(t.name, t.data, binary)
         for t in request.inputs.values()
         for binary in (False, True)
     ]
-    raw, headers = encode_infer_response("m", "1", outputs[::2])
+    json_outputs = [o for o in outputs[::2] if o.data.dtype.kind != "f" or np.isfinite(o.data).all()]
+    raw, headers = encode_infer_response("m", "1", json_outputs)
     orjson.loads(raw)
     raw, headers = encode_infer_response("m", "1", outputs[1::2])
     assert int(headers["inference-header-content-length"]) <= len(raw)
