@@ -117,6 +117,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """No request in flight: nothing the app is working on, nothing queued behind it."""
         return (self.cycle is None or self.cycle.response_complete) and not self.pipeline
 
+    def send_400_response(self, msg: str) -> None:
+        # what the parser refused (raw non-ASCII in the target, a broken request line), as JSON
+        # like every other refusal; uvicorn's own answer is text/plain
+        self.transport.write(_raw_response("400 Bad Request", f"request: expected valid HTTP/1.1, got an "
+                                                              f"invalid request ({msg.rstrip('.')})"))
+        self.transport.close()
+
     # -- request deadlines ---------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:

@@ -273,6 +273,19 @@ def test_two_authorization_headers_are_400(model_repository: Path) -> None:
         assert server.request("GET", "/v2/models/digits", headers={"Authorization": "Bearer s3cret"}).status == 200
 
 
+def test_names_are_shown_as_sent_and_raw_non_ascii_is_a_json_400(server: Server) -> None:
+    response = server.request("POST", "/v2/models/%C3%A9t%C3%A9/infer", digits_json_body(1))
+    assert response.status == 404 and "'été'" in response.error()
+    sock = _connect(server)
+    try:
+        sock.sendall("POST /v2/models/été/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
+        answer = _closed_by_server(sock)
+    finally:
+        sock.close()
+    assert answer is not None and answer.startswith(b"HTTP/1.1 400"), answer
+    assert b"application/json" in answer and b'"error"' in answer and b"invalid request" in answer
+
+
 def test_405_says_which_method_is_allowed(server: Server) -> None:
     response = server.request("GET", INFER)
     assert response.status == 405 and response.headers.get("allow") == "POST"
