@@ -70,7 +70,10 @@ def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "bad request: the message names the input, what was expected and what was found",
             401: "missing or wrong bearer token", 404: "unknown model, version or endpoint",
             405: "wrong method (the Allow header names the one this endpoint takes)", 413: "body over the size limit",
-            503: "queue full, model unloading, or model UNAVAILABLE (its load failed: the message says why)", 504: "request timeout ran out"}
+            500: "model UNAVAILABLE: its load failed for good (the message says why; a retry will not help "
+                 "until its files are fixed and it is loaded again)",
+            503: "transient: queue full, model LOADING or unloading, server shutting down (Retry-After)",
+            504: "request timeout ran out"}
     return {str(c): {"description": text[c], "content": {"application/json": {"schema": _ERROR}},
                      **({"headers": _ALLOW} if c == 405 else {})} for c in codes}
 
@@ -102,23 +105,26 @@ def _model_paths(prefix: str, params: list[dict[str, Any]]) -> dict[str, Any]:
                                "outputs": {"type": "array", "items": _TENSOR_META}}}
     return {
         prefix: {"get": {"summary": "Model metadata", "parameters": params,
-                         "responses": {**_ok(metadata), **_errors(401, 404, 503)}}},
+                         "responses": {**_ok(metadata), **_errors(401, 404, 500, 503)}}},
         f"{prefix}/ready": {"get": {"summary": "Model ready (status code only)", "parameters": params,
                                     "responses": {**_ok(), "404": {"description": "not loaded"},
                                                   "503": {"description": "not ready"}}}},
         f"{prefix}/config": {"get": {"summary": "Model configuration (Triton's shape)", "parameters": params,
-                                     "responses": {**_ok({"type": "object"}), **_errors(401, 404, 503)}}},
+                                     "responses": {**_ok({"type": "object"}), **_errors(401, 404, 500, 503)}}},
         f"{prefix}/stats": {"get": {"summary": "Statistics (Triton's shape)", "parameters": params,
                                     "responses": {**_ok({"type": "object"}), **_errors(401, 404)}}},
         f"{prefix}/infer": {"post": {
-            "summary": "Inference: JSON tensors, or Triton's binary tensor extension "
-                       "(header Inference-Header-Content-Length)",
-            "parameters": [*params, {"name": "Inference-Header-Content-Length", "in": "header", "required": False,
-                                     "schema": {"type": "integer", "minimum": 1}}],
-            "requestBody": {"required": True, "content": {
-                "application/json": {"schema": _INFER_REQUEST},
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
-            "responses": {**_ok(_INFER_RESPONSE), **_errors(400, 401, 404, 405, 413, 503, 504)}}},
+            "summary": "Inference: JSON tensors, or Triton's binary tensor extension",
+            # The binary form is not declared as a content type or header parameter: its body is
+            # the JSON header of Inference-Header-Content-Length bytes followed by raw tensor bytes,
+            # which no schema states, and a declared header would be sent with JSON bodies too.
+            "description": "Triton's binary tensor extension: send header Inference-Header-Content-Length "
+                           "with the length of the JSON part; the tensors' bytes follow it "
+                           "(parameters.binary_data_size per input). Outputs come back the same way when "
+                           "asked with binary_data / binary_data_output.",
+            "parameters": params,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _INFER_REQUEST}}},
+            "responses": {**_ok(_INFER_RESPONSE), **_errors(400, 401, 404, 405, 413, 500, 503, 504)}}},
     }
 
 

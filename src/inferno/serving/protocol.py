@@ -151,7 +151,7 @@ def _input(raw: Any, index: int, binary: bytes, offset: int) -> tuple[InputTenso
         raise UserInputError(f"inputs[{index}].name: expected a non-empty string, got {name!r}")
     where = f"input {name!r}"
     datatype = raw.get("datatype")
-    if datatype not in DATATYPES:
+    if not isinstance(datatype, str) or datatype not in DATATYPES:  # a dict or list is unhashable
         raise UserInputError(f"{where}: expected a datatype among {', '.join(DATATYPES)}, got {datatype!r}")
     shape = raw.get("shape")
     if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):

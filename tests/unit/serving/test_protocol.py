@@ -1008,3 +1008,10 @@ def test_every_operation_declares_405_with_an_allow_header() -> None:
             if response.get("headers", {}).get("Allow", {}).get("required") is not True:
                 missing.append(f"{method.upper()} {path}")
     assert missing == []
+
+
+@pytest.mark.parametrize("datatype", [{}, ["FP32"], 3, None, True])
+def test_a_datatype_that_is_not_a_string_is_refused_naming_the_input(datatype: Any) -> None:
+    # a dict or list used to raise TypeError (unhashable) in the membership test: a 500 (found by Schemathesis)
+    message = refusal(body(tensor("x", datatype, [1], [1])))
+    assert "input 'x'" in message and "datatype" in message
