@@ -102,9 +102,14 @@ class ServingMetrics:
         self._info.labels(*info).set(1)
         self._info_labels[(model, version)] = info
         failure = self._failure
+        children: dict[str, Counter] = {}
 
         def failed(reason: str) -> Counter:
-            return failure.labels(model, version, reason)
+            # kept: a refusal under overload should not pay prometheus_client's labels() lookup
+            child = children.get(reason)
+            if child is None:
+                child = children[reason] = failure.labels(model, version, reason)
+            return child
 
         return VersionMetrics(
             self._success.labels(model, version), failed,

@@ -15,6 +15,7 @@ import itertools
 import logging
 import re
 import time
+import weakref
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -42,6 +43,7 @@ from inferno.serving.protocol import (
     json_object,
     parse_infer_request,
 )
+from inferno.serving.transport import frame
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,7 @@ class InfernoApp:
         self._startup: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._openapi = orjson.dumps(openapi(__version__))
+        self._early: weakref.WeakKeyDictionary[ServedVersion, tuple[bytes, bytes]] = weakref.WeakKeyDictionary()
         repo = config.repository
         # longest first: the resolved path may contain the given one (or the reverse)
         self._roots = sorted({str(repo.resolve()), str(repo.absolute()), str(repo)} - {"", "."}, key=len,
@@ -159,13 +162,15 @@ class InfernoApp:
                     "headers": [*headers, (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
-    def early_answer(self, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]]) -> Reply | None:
+    def early_answer(self, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes] | None:
         """The answer to an infer request whose model's queue is full, from its request line
         and headers alone (the transport calls this before the body is read); None for
         anything else, which the routes then handle as usual.
 
         Only what is certain is answered here: a plain ``/v2/models/M[/versions/V]/infer``
-        path, an authorized request when the server has a token, a loaded model.
+        path, an authorized request when the server has a token, a loaded model. The answer
+        is the whole HTTP response, framed once per version (keep-alive, close): this is the
+        path every refused request takes under overload, so it builds nothing per request.
         """
         if method != b"POST" or not url.endswith(b"/infer") or b"%" in url or b"?" in url:
             return None
@@ -183,12 +188,17 @@ class InfernoApp:
             if len(given) != 1 or not hmac.compare_digest(given[0], f"Bearer {self.config.token}".encode()):
                 return None
         try:
-            self.manager.get(parts[3], version).admit(time.perf_counter())
-        except ServiceUnavailableError as exc:
-            return 503, error_body(str(exc)), [_JSON, (b"retry-after", b"1")]
+            served = self.manager.get(parts[3], version)
         except InfernoError:
             return None
-        return None
+        if not served.queue_full:
+            return None
+        served.stats.request_failed(0.0, "rejected")
+        answers = self._early.get(served)
+        if answers is None:
+            body, headers_ = error_body(served.queue_full_message), [_JSON, (b"retry-after", b"1")]
+            answers = self._early[served] = (frame(503, body, headers_, True), frame(503, body, headers_, False))
+        return answers
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -120,14 +120,20 @@ class ServedVersion:
         self.batcher.start()
         self.ready = True
 
+    @property
+    def queue_full(self) -> bool:
+        return self.batcher.queue_depth >= self.batcher.max_queue_size
+
+    @property
+    def queue_full_message(self) -> str:
+        return (f"model {self.name!r}: queue full: {self.batcher.max_queue_size} requests waiting "
+                f"(max_queue_size {self.batcher.max_queue_size})")
+
     def admit(self, started: float) -> None:
         """Refuse a request the queue has no room for, before its body is read (503)."""
-        batcher = self.batcher
-        if batcher.queue_depth >= batcher.max_queue_size:
+        if self.queue_full:
             self.stats.request_failed(time.perf_counter() - started, "rejected")
-            raise ServiceUnavailableError(
-                f"model {self.name!r}: queue full: {batcher.queue_depth} requests waiting "
-                f"(max_queue_size {batcher.max_queue_size})", 1.0)
+            raise ServiceUnavailableError(self.queue_full_message, 1.0)
 
     def check_response_size(self, size: int, started: float) -> None:
         """Refuse a response over the budget (400) rather than send it."""

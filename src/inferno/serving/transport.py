@@ -10,9 +10,9 @@ This protocol adds, per connection:
 - a deadline for its body, from the end of its headers;
 
 an early answer: once a request's headers are in, the app may answer it (a full queue's
-503) before its body is read, in a minimal ASGI cycle that never reaches the routes, so a
-refusal under overload costs a small fraction of a served request; and, per server, a cap
-on open connections. At the cap, a new connection makes room by
+503) before its body is read; the answer is written here, with no ASGI cycle or task, and
+the body is discarded as it arrives, so a refusal under overload costs a small fraction of
+a served request; and, per server, a cap on open connections. At the cap, a new connection makes room by
 closing the connection idle longest (no request in flight: an idle keep-alive, a fresh one
 that sent nothing, a slowloris); only when every connection has a request in flight is the
 new one answered 503 and closed. So a prober that connects and asks at once is always
@@ -50,9 +50,9 @@ _FULL = _raw_response("503 Service Unavailable", "connections: every open connec
 
 
 Headers = list[tuple[bytes, bytes]]
-EarlyAnswer = tuple[int, bytes, Headers]
-Admission = Callable[[bytes, bytes, Headers], EarlyAnswer | None]
-"""``(method, raw URL, headers) → (status, body, headers)`` to answer now, or None to go on."""
+Admission = Callable[[bytes, bytes, Headers], tuple[bytes, bytes] | None]
+"""``(method, raw URL, headers) →`` the whole HTTP response to send now, framed for a
+connection kept alive and for one closed (see :func:`frame`), or None to go on."""
 
 
 def guarded_protocol(limits: ConnectionLimits, admission: Admission | None = None) -> type[HttpToolsProtocol]:
@@ -61,28 +61,36 @@ def guarded_protocol(limits: ConnectionLimits, admission: Admission | None = Non
                 {"limits": limits, "admission": staticmethod(admission) if admission else None})
 
 
-def _replying(status: int, body: bytes, headers: Headers) -> Callable[..., Any]:
-    """A minimal ASGI app that sends one prepared answer (and reads nothing)."""
-    start = {"type": "http.response.start", "status": status,
-             "headers": [*headers, (b"content-length", str(len(body)).encode())]}
-    message = {"type": "http.response.body", "body": body}
+_REASONS = {400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found", 503: b"Service Unavailable"}
 
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        await send(start)
-        await send(message)
 
-    return app
+def frame(status: int, body: bytes, headers: Headers, keep_alive: bool) -> bytes:
+    """A whole HTTP/1.1 response, as bytes."""
+    lines = [b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, b"Error"))]
+    lines += [name + b": " + value for name, value in headers]
+    lines.append(b"content-length: %d" % len(body))
+    if not keep_alive:
+        lines.append(b"connection: close")
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     limits: ConnectionLimits
     admission: Admission | None = None
+    _sweeping: asyncio.TimerHandle | None = None
+    """The server's one deadline sweep (each server has its own subclass): a deadline is a
+    float per connection, checked a few times a second, rather than a timer armed and
+    cancelled for every request — cheap enough for the path that refuses requests."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.timeout_keep_alive = self.limits.keep_alive_timeout_s  # type: ignore[assignment]  # call_later takes a float
-        self._deadline: asyncio.TimerHandle | None = None
+        self._due = 0.0
+        """When ``_late`` runs (loop time); 0: no deadline."""
+        self._late: Callable[[], None] = self._idle_late
         self._last_active = 0.0
+        self._discarding: bool | None = None
+        """Answered early: the body is dropped as it comes; the value is whether to keep alive."""
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -94,11 +102,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             transport.write(_FULL)
             transport.close()
             return
-        # the idle timer from the first moment, in uvicorn's own slot: its data_received cancels it
-        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+        self._arm(self.limits.keep_alive_timeout_s, self._idle_late)  # idle from the first moment
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_deadline()
+        self._due = 0.0
         super().connection_lost(exc)
 
     def _make_room(self) -> bool:
@@ -128,12 +135,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         self._last_active = self.loop.time()
+        if self._late == self._idle_late:
+            self._due = 0.0
         super().data_received(data)
-        # bytes that start no request (stray CRLFs) cancelled the idle timer: arm it again
-        if (self._deadline is None and self.timeout_keep_alive_task is None and self.idle
+        # bytes that start no request (stray CRLFs): idle again
+        if (not self._due and self.timeout_keep_alive_task is None and self.idle
                 and not self.transport.is_closing()):
-            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
-                                                                self.timeout_keep_alive_handler)
+            self._arm(self.limits.keep_alive_timeout_s, self._idle_late)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -141,38 +149,62 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._arm(self.limits.body_timeout_s, self._body_late)
-        answer = None
         # only when nothing is in flight before it: a pipelined request's answer must wait its turn
-        if self.admission is not None and (self.cycle is None or self.cycle.response_complete):
+        if self.admission is not None and (self.cycle is None or self.cycle.response_complete) and not self.pipeline:
             answer = self.admission(self.parser.get_method(), self.url, self.headers)
-        if answer is None:
-            super().on_headers_complete()
-            return
-        app, self.app = self.app, _replying(*answer)  # uvicorn starts the cycle with self.app
-        try:
-            super().on_headers_complete()
-        finally:
-            self.app = app
+            if answer is not None:
+                keep_alive = self.parser.should_keep_alive() and self.parser.get_http_version() == "1.1"
+                self._discarding = keep_alive
+                self.transport.write(answer[0] if keep_alive else answer[1])
+                return
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if self._discarding is None:
+            super().on_body(body)
 
     def on_message_complete(self) -> None:
-        self._cancel_deadline()
-        super().on_message_complete()
+        self._due = 0.0
+        if self._discarding is None:
+            super().on_message_complete()
+            return
+        keep_alive, self._discarding = self._discarding, None
+        if not keep_alive:
+            self.transport.close()
+        else:
+            self._arm(self.limits.keep_alive_timeout_s, self._idle_late)
 
     def on_response_complete(self) -> None:
         self._last_active = self.loop.time()
         super().on_response_complete()
 
-    def _arm(self, seconds: float, callback: Any) -> None:
-        self._cancel_deadline()
-        self._deadline = self.loop.call_later(seconds, callback)
+    def _arm(self, seconds: float, late: Callable[[], None]) -> None:
+        self._due = self.loop.time() + seconds
+        self._late = late
+        cls = type(self)
+        if cls._sweeping is None:
+            cls._sweeping = self.loop.call_later(self._sweep_every(), self._sweep)
 
-    def _cancel_deadline(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+    def _sweep_every(self) -> float:
+        limits = self.limits
+        return min(0.25, limits.keep_alive_timeout_s / 4, limits.header_timeout_s / 4, limits.body_timeout_s / 4)
+
+    def _sweep(self) -> None:
+        cls = type(self)
+        cls._sweeping = None
+        now = self.loop.time()
+        for c in tuple(self.connections):
+            if isinstance(c, GuardedHttpToolsProtocol) and c._due and c._due <= now:
+                c._due = 0.0
+                c._late()
+        if self.connections:
+            cls._sweeping = self.loop.call_later(self._sweep_every(), self._sweep)
+
+    def _idle_late(self) -> None:
+        if self.idle and not self.transport.is_closing():
+            self.transport.close()
 
     def _headers_late(self) -> None:
-        self._deadline = None
         if not self.transport.is_closing():
             self.transport.write(_raw_response(
                 "408 Request Timeout",
@@ -182,6 +214,5 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _body_late(self) -> None:
         # the app waiting on the body sees a disconnect; no answer can be framed mid-body
-        self._deadline = None
         if not self.transport.is_closing():
             self.transport.close()
