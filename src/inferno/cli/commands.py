@@ -61,6 +61,8 @@ def serve(
     model: Annotated[list[str] | None, typer.Option("--model", help="Serve only this model (repeatable).")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    grpc_port: Annotated[int | None, typer.Option(help="Triton's gRPC service on this port (0: off; default "
+                                                       "8001 when the [grpc] extra is installed).")] = None,
     repository: Annotated[Path, typer.Option(help="Repository for a bundled model name.")] = Path("model_repository"),
     token: Annotated[str | None, typer.Option(help="Bearer token for all but health endpoints "
                                                    "(or INFERNO_SERVE_TOKEN).")] = None,
@@ -107,6 +109,12 @@ def serve(
     from inferno.serving import ModelServeConfig, ServeConfig
     from inferno.serving import serve as run_server
 
+    if grpc_port is None:
+        import importlib.util
+
+        grpc_port = 8001 if importlib.util.find_spec("grpc") is not None else 0
+        if not grpc_port:
+            err.print("gRPC off: pip install 'inferno[grpc]' for Triton's gRPC service (--grpc-port)")
     folder = Path(target)
     names = list(model or [])
     if not folder.is_dir() and target in BUNDLED:
@@ -125,6 +133,7 @@ def serve(
     try:
         config = ServeConfig.model_validate({
             "repository": folder, "models": tuple(names), "host": host, "port": port,
+            "grpc_port": grpc_port or None,
             "token": token or serve_token(), "max_body_bytes": int(max_body_mb * 2**20), "versions": versions,
             "log_predictions": log_predictions, "log_max_bytes": int(log_max_mb * 2**20),
             "strict_readiness": strict_readiness, "trust": trust,
@@ -141,7 +150,8 @@ def serve(
         raise ConfigError(describe_validation_error(exc)) from exc
     logging.getLogger("inferno").setLevel(logging.DEBUG if state["debug"] else logging.INFO)
     served = names or sorted(available)
-    err.print(f"serving {', '.join(served)} from {folder} on http://{host}:{port} "
+    grpc = f" and grpc://{host}:{grpc_port}" if grpc_port else ""
+    err.print(f"serving {', '.join(served)} from {folder} on http://{host}:{port}{grpc} "
               "(ready when /v2/health/ready answers 200; Ctrl-C or SIGTERM stops after in-flight requests)")
     run_server(config)
 

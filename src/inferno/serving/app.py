@@ -13,7 +13,6 @@ import contextlib
 import hmac
 import itertools
 import logging
-import re
 import time
 import weakref
 import zlib
@@ -25,6 +24,7 @@ import orjson
 from inferno import __version__, repository
 from inferno.errors import (
     InfernoError,
+    MissingExtraError,
     PayloadTooLargeError,
     ServiceUnavailableError,
     UnauthorizedError,
@@ -35,7 +35,12 @@ from inferno.monitoring.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from inferno.monitoring.metrics import ServingMetrics
 from inferno.monitoring.profile import PROFILE_FILE
 from inferno.serving.config import ServeConfig
-from inferno.serving.models import ModelManager, ModelUnavailableError, ServedVersion
+from inferno.serving.models import (
+    CANONICAL_VERSION,
+    ModelManager,
+    ModelUnavailableError,
+    ServedVersion,
+)
 from inferno.serving.openapi import openapi
 from inferno.serving.protocol import (
     encode_infer_response,
@@ -86,8 +91,14 @@ class ClientDisconnected(Exception):
 class InfernoApp:
     """The server application; ``manager`` holds the models, ``metrics`` their counters."""
 
+    extensions = EXTENSIONS
+
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
+        self.startup_error: InfernoError | None = None
+        self.grpc_port: int | None = None
+        """The port gRPC listens on once started (``config.grpc_port`` 0 picks one); None: off."""
+        self._grpc: Any = None
         self.metrics = ServingMetrics()
         self.manager = ModelManager(config, self.metrics)
         self.ready = False
@@ -124,11 +135,27 @@ class InfernoApp:
                       len(loaded), len(names), sorted(set(names) - set(loaded)))
         self.ready = len(loaded) == len(names) or (bool(loaded) and not self.config.strict_readiness)
 
+    async def start_grpc(self) -> None:
+        """Triton's gRPC service beside HTTP, when ``grpc_port`` is set (before models load, so
+        that its health RPCs answer during startup as HTTP's do)."""
+        if self.config.grpc_port is None or self._grpc is not None:
+            return
+        # the [grpc] extra: imported only when asked for
+        try:
+            from inferno.serving import grpc_service
+        except ImportError as exc:
+            raise MissingExtraError(exc.name or "grpcio", "grpc", "--grpc-port") from None
+        self._grpc, self.grpc_port = await grpc_service.start(
+            self, self.config.host, self.config.grpc_port,
+            max(self.config.max_body_bytes, self.config.response_limit))
+
     async def shutdown(self) -> None:
         """Finish accepted requests, then free the models."""
         self.ready = False
         if self._startup is not None and not self._startup.done():
             self._startup.cancel()
+        if self._grpc is not None:  # drains its in-flight RPCs, as uvicorn did for HTTP
+            await self._grpc.stop(self.config.graceful_timeout_s)
         await self.manager.close()
 
     # -- ASGI ----------------------------------------------------------------------------------
@@ -145,7 +172,7 @@ class InfernoApp:
         except ClientDisconnected:
             return
         except InfernoError as exc:
-            status, body, headers = exc.http_status, error_body(self._public(str(exc))), [_JSON]
+            status, body, headers = exc.http_status, error_body(self.public(str(exc))), [_JSON]
             if isinstance(exc, ServiceUnavailableError):
                 headers.append((b"retry-after", str(max(1, round(exc.retry_after_s))).encode()))
             if isinstance(exc, UnauthorizedError):
@@ -178,7 +205,7 @@ class InfernoApp:
         if len(parts) == 5 and parts[:3] == ["", "v2", "models"]:
             version = None
         elif len(parts) == 7 and parts[:3] == ["", "v2", "models"] and parts[4] == "versions":
-            if not _VERSION.fullmatch(parts[5]):
+            if not CANONICAL_VERSION.fullmatch(parts[5]):
                 return None
             version = parts[5]
         else:
@@ -204,6 +231,12 @@ class InfernoApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                try:
+                    await self.start_grpc()
+                except InfernoError as exc:  # uvicorn stops; serve() raises it
+                    self.startup_error = exc
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 self._startup = asyncio.create_task(self.startup())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
@@ -244,13 +277,10 @@ class InfernoApp:
     async def _model_route(self, model: str, rest: list[str], ex: _Exchange) -> Reply:
         if model == "stats" and not rest:
             self._method(ex, "GET")
-            return _json({"model_stats": self._stats(None, None)})
+            return _json({"model_stats": self.statistics(None, None)})
         version = None
         if len(rest) >= 2 and rest[0] == "versions":
-            version, rest = rest[1], rest[2:]
-            if not _VERSION.fullmatch(version):
-                raise _NotFound(f"model {model!r} version {version!r}: expected a version number "
-                                "(digits, no leading zero)")
+            version, rest = rest[1], rest[2:]  # checked by the manager: one rule for HTTP and gRPC
         action = rest[0] if len(rest) == 1 else ("" if not rest else None)
         if action == "infer":
             self._method(ex, "POST")
@@ -273,7 +303,7 @@ class InfernoApp:
             return _json(self.manager.get(model, version).model_config())
         if action == "drift":
             return _json(self._drift(model, version))
-        return _json({"model_stats": self._stats(model, version)})
+        return _json({"model_stats": self.statistics(model, version)})
 
     async def _infer(self, model: str, version: str | None, ex: _Exchange) -> Reply:
         # Refuse what cannot be served before the body is read and parsed: under overload a
@@ -312,10 +342,7 @@ class InfernoApp:
         body = await self._body(ex)
         options = _json_object(body, "repository request")
         if rest == ["index"]:
-            rows = [{**r, "reason": self._public(r["reason"])} for r in self.manager.index()]
-            if options.get("ready") is True:
-                rows = [r for r in rows if r["state"] == "READY"]
-            return _json(rows)
+            return _json(self.repository_index(ready_only=options.get("ready") is True))
         if len(rest) == 3 and rest[0] == "models" and rest[2] in ("load", "unload"):
             name = rest[1]
             params = options.get("parameters") or {}
@@ -345,7 +372,7 @@ class InfernoApp:
             raise _NotFound(f"model {model!r} version {served.version}: no drift report: {why}")
         return doc
 
-    def _stats(self, model: str | None, version: str | None) -> list[dict[str, Any]]:
+    def statistics(self, model: str | None, version: str | None) -> list[dict[str, Any]]:
         if model is not None and version is not None:
             served = self.manager.get(model, version)
             return [served.stats.to_triton(served.name, served.version)]
@@ -360,7 +387,12 @@ class InfernoApp:
                 entries.append(served.stats.to_triton(name, v))
         return entries
 
-    def _public(self, message: str) -> str:
+    def repository_index(self, ready_only: bool = False) -> list[dict[str, str]]:
+        """Triton's repository index, reasons without file system paths."""
+        rows = [{**r, "reason": self.public(r["reason"])} for r in self.manager.index()]
+        return [r for r in rows if r["state"] == "READY"] if ready_only else rows
+
+    def public(self, message: str) -> str:
         """``message`` without this machine's file system paths: the repository's own path
         becomes "repository" (clients name models, not folders; the log keeps the paths)."""
         for root in self._roots:
@@ -447,11 +479,6 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
         raise UserInputError(f"request body: declared {encoding}, expected nothing after the compressed stream, "
                              f"got {len(inflater.unused_data)} more bytes")
     return out
-
-
-_VERSION = re.compile(r"[1-9][0-9]{0,17}")
-"""A version as the repository writes it: ASCII digits, no leading zero (``01``, `` 1`` and
-non-ASCII digits would otherwise all reach version 1 through ``int``)."""
 
 
 def _json(doc: Any) -> Reply:

@@ -86,6 +86,8 @@ class ServeConfig(BaseModel):
     """Which versions of each model are loaded."""
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    grpc_port: int | None = Field(None, ge=0, le=65535)
+    """Triton's gRPC service on this port (the [grpc] extra; 0 picks a free one); None: off."""
     token: str | None = None
     """Bearer token required on everything but the health endpoints."""
     max_body_bytes: int = Field(64 * 2**20, ge=1024)

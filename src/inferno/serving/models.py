@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +54,10 @@ from inferno.serving.protocol import DATATYPES, InferRequest, OutputTensor
 from inferno.serving.stats import VersionStats
 
 log = logging.getLogger(__name__)
+
+CANONICAL_VERSION = re.compile(r"[1-9][0-9]{0,17}")
+"""A version as the repository writes it: ASCII digits, no leading zero (``01``, `` 1`` and
+non-ASCII digits would otherwise all reach version 1 through ``int``)."""
 
 _PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino", "openvino-streams": "openvino"}
 
@@ -386,6 +391,9 @@ class ModelManager:
             raise UnknownModelError(f"model {name!r}: not loaded; loaded models: {known}")
         if version is None or version == "":
             return entry.versions[max(entry.versions)]
+        if not CANONICAL_VERSION.fullmatch(version):
+            raise UnknownModelError(f"model {name!r} version {version!r}: expected a version number "
+                                    "(digits, no leading zero)")
         try:
             served = entry.versions[int(version)]
         except (ValueError, KeyError):

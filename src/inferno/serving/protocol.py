@@ -143,6 +143,38 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     return body[:n], body[n:]
 
 
+def input_tensor(name: Any, datatype: Any, shape: Any, *, raw: bytes | None = None,
+                 values: list[Any] | None = None) -> InputTensor:
+    """One input from another transport (gRPC): its bytes as in the binary extension (``raw``),
+    or its values as a flat list; checked as strictly as a JSON input."""
+    if not isinstance(name, str) or not name:
+        raise UserInputError(f"input name: expected a non-empty string, got {name!r}")
+    where = f"input {name!r}"
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
+        raise UserInputError(f"{where}: expected a datatype among {', '.join(DATATYPES)}, got {datatype!r}")
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        raise UserInputError(f"{where}: expected 'shape' as a list of integers >= 0, got {shape!r}")
+    count = math.prod(shape)
+    if raw is not None:
+        array = _from_binary(raw, datatype, count, where)
+    elif values is not None:
+        array = _from_json(values, datatype, shape, count, where)
+    else:
+        raise UserInputError(f"{where}: expected its contents or raw bytes, got neither")
+    return InputTensor(name, datatype, tuple(shape), array.reshape(shape))
+
+
+def requested_outputs(names_and_classes: list[tuple[Any, Any]]) -> tuple[RequestedOutput, ...] | None:
+    """Requested outputs from another transport, as ``(name, class_count)``, checked like JSON's."""
+    items = [{"name": n, "parameters": {"classification": k}} for n, k in names_and_classes]
+    return _outputs(items, True)
+
+
+def tensor_bytes(data: np.ndarray, datatype: str) -> bytes:
+    """A tensor as the binary extension (and gRPC's raw contents) carry it."""
+    return _binary(data, datatype)
+
+
 def _input(raw: Any, index: int, binary: bytes, offset: int) -> tuple[InputTensor, int]:
     if not isinstance(raw, dict):
         raise UserInputError(f"inputs[{index}]: expected a tensor object, got {_kind(raw)}")

@@ -67,6 +67,8 @@ def serve(config: ServeConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_cleanly)
     server.run(sockets=[sock])
+    if app.startup_error is not None:
+        raise app.startup_error
 
 
 def raise_open_files_limit(connections: int) -> None:
@@ -121,6 +123,8 @@ class ServerThread:
         deadline = time.monotonic() + self.ready_timeout_s
         while time.monotonic() < deadline:
             if not self._thread.is_alive():
+                if self.app.startup_error is not None:
+                    raise self.app.startup_error
                 raise ServiceUnavailableError("the server thread stopped before it was ready")
             if _status(self.config.host, self.port, "/v2/health/ready") == 200:
                 return
