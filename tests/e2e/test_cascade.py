@@ -109,8 +109,9 @@ def test_predict_keeps_confident_rows_and_forwards_the_rest_in_one_request(
     assert np.array_equal(result.on_edge, on)
     assert np.allclose(result.probabilities[on], expected_edge[on], atol=1e-4)
     assert np.allclose(result.probabilities[~on], reference[~on], atol=1e-6)
-    delta = {k: after[k + DIGITS] - before.get(k + DIGITS, 0.0)
-             for k in ("inferno_request_success_total", "inferno_inference_count_total")}
+    over_http = '{model="digits",protocol="http",version="1"}'
+    delta = {k: after[k + labels] - before.get(k + labels, 0.0)
+             for k, labels in (("inferno_request_success_total", over_http), ("inferno_inference_count_total", DIGITS))}
     assert delta == {"inferno_request_success_total": 1, "inferno_inference_count_total": (~on).sum()}
 
 

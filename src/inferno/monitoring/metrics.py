@@ -1,15 +1,17 @@
 """Prometheus metrics of a server, named after Triton's and labelled by model and version.
 
 Each server owns its own registry (tests run several servers in one process). Children are
-bound once per model version so the hot path only increments.
+bound once per model version so the hot path only increments. The request metrics
+(``inferno_request_success_total``, ``inferno_request_failure_total``,
+``inferno_request_duration_seconds``) also carry ``protocol``: ``http`` or ``grpc``.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -29,21 +31,30 @@ if TYPE_CHECKING:
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
+PROTOCOLS = ("http", "grpc")
+"""The values of the request metrics' ``protocol`` label."""
+
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+_Child = TypeVar("_Child", Counter, Histogram)
 
 
 @dataclass(frozen=True)
 class VersionMetrics:
     """The metric children of one model version."""
 
-    success: Counter
-    failure: Callable[[str], Counter]
+    success: Callable[[str], Counter]
+    """By protocol."""
+    failure: Callable[[str, str], Counter]
+    """By protocol and reason."""
     inference_count: Counter
     exec_count: Counter
     queue_us: Counter
     compute_us: Counter
-    request_seconds: Histogram
+    request_seconds: Callable[[str], Histogram]
+    """By protocol."""
     batch_size: Histogram
     cache_hits: Counter
     cache_misses: Counter
@@ -52,14 +63,18 @@ class VersionMetrics:
 class ServingMetrics:
     """All metrics of one server."""
 
-    def __init__(self) -> None:
+    def __init__(self, protocols: Sequence[str] = ("http",)) -> None:
+        """``protocols``: those served, whose request series exist from a version's load on
+        (at 0); another protocol's appear with its first request."""
         disable_created_metrics()  # the *_created series only double the scrape
         self.registry = CollectorRegistry(auto_describe=True)
+        self.protocols = tuple(protocols)
         labels = ("model", "version")
         r = self.registry
-        self._success = Counter("inferno_request_success", "Requests answered successfully.", labels, registry=r)
-        self._failure = Counter("inferno_request_failure", "Requests that failed, by reason.",
-                                (*labels, "reason"), registry=r)
+        self._success = Counter("inferno_request_success", "Requests answered successfully, by protocol.",
+                                (*labels, "protocol"), registry=r)
+        self._failure = Counter("inferno_request_failure", "Requests that failed, by protocol and reason.",
+                                (*labels, "protocol", "reason"), registry=r)
         self._inferences = Counter("inferno_inference_count", "Rows inferred (a request may carry several).",
                                    labels, registry=r)
         self._executions = Counter("inferno_inference_exec_count",
@@ -69,8 +84,9 @@ class ServingMetrics:
                               labels, registry=r)
         self._compute = Counter("inferno_inference_compute_duration_us",
                                 "Time spent computing batches (tokenize, run, post-process).", labels, registry=r)
-        self._latency = Histogram("inferno_request_duration_seconds", "Request latency, from body read to answer.",
-                                  labels, buckets=_LATENCY_BUCKETS, registry=r)
+        self._latency = Histogram("inferno_request_duration_seconds",
+                                  "Request latency, from body read to answer, by protocol.",
+                                  (*labels, "protocol"), buckets=_LATENCY_BUCKETS, registry=r)
         self._batch = Histogram("inferno_batch_size", "Rows per runtime call.", labels,
                                 buckets=_BATCH_BUCKETS, registry=r)
         self._hits = Counter("inferno_cache_hit_count", "Response cache hits.", labels, registry=r)
@@ -101,21 +117,16 @@ class ServingMetrics:
         info = (model, version, runtime, provider, precision)
         self._info.labels(*info).set(1)
         self._info_labels[(model, version)] = info
-        failure = self._failure
-        children: dict[str, Counter] = {}
-
-        def failed(reason: str) -> Counter:
-            # kept: a refusal under overload should not pay prometheus_client's labels() lookup
-            child = children.get(reason)
-            if child is None:
-                child = children[reason] = failure.labels(model, version, reason)
-            return child
-
+        success, latency = _children(self._success, model, version), _children(self._latency, model, version)
+        failure = _children(self._failure, model, version)
+        for protocol in self.protocols:  # the series a dashboard reads exist before the first request
+            success(protocol)
+            latency(protocol)
         return VersionMetrics(
-            self._success.labels(model, version), failed,
+            success, failure,
             self._inferences.labels(model, version), self._executions.labels(model, version),
             self._queue.labels(model, version), self._compute.labels(model, version),
-            self._latency.labels(model, version), self._batch.labels(model, version),
+            latency, self._batch.labels(model, version),
             self._hits.labels(model, version), self._misses.labels(model, version),
         )
 
@@ -138,6 +149,20 @@ class ServingMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _children(metric: _Child, *labels: str) -> Callable[..., _Child]:
+    """``metric``'s child for ``labels`` and the rest, each looked up once and then kept: a
+    request (and a refusal under overload) should not pay prometheus_client's labels() lookup."""
+    kept: dict[tuple[str, ...], _Child] = {}
+
+    def child(*rest: str) -> _Child:
+        found = kept.get(rest)
+        if found is None:
+            found = kept[rest] = metric.labels(*labels, *rest)
+        return found
+
+    return child
 
 
 class DriftMetrics:

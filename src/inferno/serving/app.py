@@ -32,7 +32,7 @@ from inferno.errors import (
     UserInputError,
 )
 from inferno.monitoring.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from inferno.monitoring.metrics import ServingMetrics
+from inferno.monitoring.metrics import PROTOCOLS, ServingMetrics
 from inferno.monitoring.profile import PROFILE_FILE
 from inferno.serving.config import ServeConfig
 from inferno.serving.models import (
@@ -99,7 +99,7 @@ class InfernoApp:
         self.grpc_port: int | None = None
         """The port gRPC listens on once started (``config.grpc_port`` 0 picks one); None: off."""
         self._grpc: Any = None
-        self.metrics = ServingMetrics()
+        self.metrics = ServingMetrics(PROTOCOLS if config.grpc_port is not None else ("http",))
         self.manager = ModelManager(config, self.metrics)
         self.ready = False
         self._startup: asyncio.Task[None] | None = None

@@ -11,18 +11,28 @@ rounded to nanoseconds once, then only integers are summed).
 Prometheus' ``inferno_inference_compute_duration_us`` is each batch's whole execute time, once
 per batch, as the batcher clocked it (what the pipelines measure plus the hand-off to the
 worker thread and the monitor's look at the batch).
+
+Requests are counted once whichever protocol brought them (Triton's statistics add HTTP's and
+gRPC's); the Prometheus request metrics also say which one, from :data:`PROTOCOL`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 from inferno.monitoring.metrics import VersionMetrics
 from inferno.serving.batcher import BatchRecord
 from inferno.serving.pipelines import StageTimes
+
+PROTOCOL: ContextVar[str] = ContextVar("inferno_protocol", default="http")
+"""The protocol of the request being handled: the gRPC service sets it to ``grpc`` in each
+RPC's own task, HTTP is the default. A context variable rather than an argument because
+requests are counted (and refused) deep in the manager and the batcher's caller, which need not
+know the transport."""
 
 STAGES = ("compute_input", "compute_infer", "compute_output")
 """Triton's split of compute time, in the order of ``StageTimes``' fields."""
@@ -104,13 +114,17 @@ class VersionStats:
         return a, b, c
 
     def request_done(self, seconds: float) -> None:
+        """A request answered after ``seconds`` (on the protocol :data:`PROTOCOL` names)."""
         self.success.add(seconds)
-        self.metrics.success.inc()
-        self.metrics.request_seconds.observe(seconds)
+        protocol = PROTOCOL.get()
+        self.metrics.success(protocol).inc()
+        self.metrics.request_seconds(protocol).observe(seconds)
 
     def request_failed(self, seconds: float, reason: str) -> None:
+        """A request refused or failed after ``seconds``; ``reason``: rejected, timeout,
+        cancelled or backend."""
         self.fail.add(seconds)
-        self.metrics.failure(reason).inc()
+        self.metrics.failure(PROTOCOL.get(), reason).inc()
 
     def cache_lookup(self, hit: bool, seconds: float, rows: int) -> None:
         if hit:

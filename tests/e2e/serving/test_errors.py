@@ -321,7 +321,7 @@ def test_full_queue_is_503_with_retry_after(queued_server: Server) -> None:
             assert "queue full" in r.error() and "max_queue_size 1" in r.error()
             assert int(r.headers["retry-after"]) >= 1
     metrics = parse_metrics(queued_server.request("GET", "/metrics").text)
-    refused = metrics['inferno_request_failure_total{model="digits",reason="rejected",version="1"}']
+    refused = metrics['inferno_request_failure_total{model="digits",protocol="http",reason="rejected",version="1"}']
     assert refused == statuses.count(503)
     assert_good_request(queued_server)
 

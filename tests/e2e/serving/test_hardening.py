@@ -204,7 +204,7 @@ def test_a_full_queue_answers_503_before_reading_the_body(one_slot: Server) -> N
         first.close()
         second.close()
     metrics = parse_metrics(one_slot.request("GET", "/metrics").text)
-    assert metrics['inferno_request_failure_total{model="digits",reason="rejected",version="1"}'] >= 1
+    assert metrics['inferno_request_failure_total{model="digits",protocol="http",reason="rejected",version="1"}'] >= 1
 
 
 # -- amplification ------------------------------------------------------------------------------

@@ -14,9 +14,11 @@ pytestmark = pytest.mark.slow
 
 DIGITS = '{model="digits",version="1"}'
 MINILM = '{model="minilm",version="1"}'
+HTTP_DIGITS = '{model="digits",protocol="http",version="1"}'
+HTTP_MINILM = '{model="minilm",protocol="http",version="1"}'
+"""The request metrics also carry the protocol."""
 
 COUNTERS = [
-    "inferno_request_success_total",
     "inferno_inference_count_total",
     "inferno_inference_exec_count_total",
     "inferno_inference_queue_duration_us_total",
@@ -37,11 +39,13 @@ def test_metrics_are_prometheus_text_labelled_by_model_and_version(server: Serve
     assert response.status == 200
     assert response.headers["content-type"].startswith("text/plain")
     samples = server.metrics()  # parsed by prometheus_client's own parser
-    for labels in (DIGITS, MINILM):
-        for name in [*COUNTERS, "inferno_queue_depth", "inferno_request_duration_seconds_count",
-                     "inferno_request_duration_seconds_sum", "inferno_batch_size_count"]:
+    for labels, http in ((DIGITS, HTTP_DIGITS), (MINILM, HTTP_MINILM)):
+        for name in [*COUNTERS, "inferno_queue_depth", "inferno_batch_size_count"]:
             assert f"{name}{labels}" in samples, (name, labels)
-        assert f'inferno_request_duration_seconds_bucket{{le="+Inf",{labels[1:]}' in samples
+        for name in ("inferno_request_success_total", "inferno_request_duration_seconds_count",
+                     "inferno_request_duration_seconds_sum"):
+            assert f"{name}{http}" in samples, (name, http)
+        assert f'inferno_request_duration_seconds_bucket{{le="+Inf",{http[1:]}' in samples
     assert samples['inferno_model_info{model="digits",precision="fp32",provider="CPUExecutionProvider",'
                    'runtime="onnxruntime",version="1"}'] == 1
     for name in ("inferno_request_success_total", "inferno_request_duration_seconds"):
@@ -64,18 +68,18 @@ def test_counters_increase_with_requests(server: Server) -> None:
     def delta(name: str, labels: str) -> float:
         return after[f"{name}{labels}"] - before.get(f"{name}{labels}", 0.0)
 
-    assert delta("inferno_request_success_total", DIGITS) == 2
+    assert delta("inferno_request_success_total", HTTP_DIGITS) == 2
     assert delta("inferno_inference_count_total", DIGITS) == 5
     assert delta("inferno_inference_exec_count_total", DIGITS) == 2
     assert delta("inferno_inference_compute_duration_us_total", DIGITS) > 0
     assert delta("inferno_inference_queue_duration_us_total", DIGITS) >= 0
-    assert delta("inferno_request_duration_seconds_count", DIGITS) == 2
-    assert delta("inferno_request_duration_seconds_sum", DIGITS) > 0
-    assert delta('inferno_request_duration_seconds_bucket', '{le="+Inf",model="digits",version="1"}') == 2
+    assert delta("inferno_request_duration_seconds_count", HTTP_DIGITS) == 2
+    assert delta("inferno_request_duration_seconds_sum", HTTP_DIGITS) > 0
+    assert delta('inferno_request_duration_seconds_bucket', '{le="+Inf",model="digits",protocol="http",version="1"}') == 2
     assert delta("inferno_batch_size_count", DIGITS) == 2
     assert delta("inferno_batch_size_sum", DIGITS) == 5
-    assert delta('inferno_request_failure_total', '{model="digits",reason="rejected",version="1"}') == 1
-    assert delta("inferno_request_success_total", MINILM) == 2
+    assert delta('inferno_request_failure_total', '{model="digits",protocol="http",reason="rejected",version="1"}') == 1
+    assert delta("inferno_request_success_total", HTTP_MINILM) == 2
     assert delta("inferno_cache_miss_count_total", MINILM) == 1
     assert delta("inferno_cache_hit_count_total", MINILM) == 1
     assert delta("inferno_inference_exec_count_total", MINILM) == 1
