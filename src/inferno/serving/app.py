@@ -145,9 +145,11 @@ class InfernoApp:
             from inferno.serving import grpc_service
         except ImportError as exc:
             raise MissingExtraError(exc.name or "grpcio", "grpc", "--grpc-port") from None
+        # a request as large as an HTTP body may be; a response as large as the budget that
+        # check_response_size enforces, with its own message, before grpc's limit would
         self._grpc, self.grpc_port = await grpc_service.start(
             self, self.config.host, self.config.grpc_port,
-            max(self.config.max_body_bytes, self.config.response_limit))
+            max_receive_bytes=self.config.max_body_bytes, max_send_bytes=self.config.response_limit)
 
     async def shutdown(self) -> None:
         """Finish accepted requests, then free the models."""
@@ -180,10 +182,8 @@ class InfernoApp:
             if isinstance(exc, _MethodNotAllowed):
                 headers.append((b"allow", exc.allow.encode()))
         except Exception:
-            request_id = next(self._ids)
-            log.exception("request %s (%s %s) failed", request_id, exchange.method, scope["path"])
             status = 500
-            body = error_body(f"internal error (request {request_id}); the server log has the details")
+            body = error_body(self.internal_error(f"{exchange.method} {scope['path']}"))
             headers = [_JSON]
         await send({"type": "http.response.start", "status": status,
                     "headers": [*headers, (b"content-length", str(len(body)).encode())]})
@@ -391,6 +391,13 @@ class InfernoApp:
         """Triton's repository index, reasons without file system paths."""
         rows = [{**r, "reason": self.public(r["reason"])} for r in self.manager.index()]
         return [r for r in rows if r["state"] == "READY"] if ready_only else rows
+
+    def internal_error(self, what: str) -> str:
+        """Log the exception being handled under a new request number; the message the client
+        gets instead (either protocol): the number, no details."""
+        request_id = next(self._ids)
+        log.exception("request %s (%s) failed", request_id, what)
+        return f"internal error (request {request_id}); the server log has the details"
 
     def public(self, message: str) -> str:
         """``message`` without this machine's file system paths: the repository's own path

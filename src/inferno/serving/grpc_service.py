@@ -8,11 +8,19 @@ batchers, cache, statistics, limits and token; errors map to status codes in one
 
 Tensors travel as ``raw_input_contents`` / ``raw_output_contents`` (what ``tritonclient.grpc``
 sends and decodes); typed ``contents`` are accepted too, never mixed with raw in one request.
+
+Limits as over HTTP: a request message over ``--max-body-mb`` is refused by grpc itself
+(RESOURCE_EXHAUSTED, naming both sizes) before it is read; a full queue is UNAVAILABLE with
+``retry-after`` in the trailing metadata; the client's deadline bounds the request as its
+``timeout`` parameter does, and the server answers DEADLINE_EXCEEDED itself, a little before
+the client gives up (:data:`DEADLINE_MARGIN`).
 """
 
 from __future__ import annotations
 
-import logging
+import asyncio
+import hmac
+import math
 import struct
 import time
 from collections.abc import AsyncIterator
@@ -23,19 +31,19 @@ from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from inferno import __version__
-from inferno.errors import ConfigError, InfernoError, UserInputError
+from inferno.errors import ConfigError, InfernoError, ServiceUnavailableError, UserInputError
 from inferno.serving.protocol import (
+    DATATYPES,
     InferRequest,
     datatype_of,
     input_tensor,
     requested_outputs,
     tensor_bytes,
 )
+from inferno.serving.stats import PROTOCOL
 
 if TYPE_CHECKING:
     from inferno.serving.app import InfernoApp
-
-log = logging.getLogger(__name__)
 
 STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
           404: grpc.StatusCode.NOT_FOUND, 405: grpc.StatusCode.UNIMPLEMENTED,
@@ -54,6 +62,12 @@ _UNSUPPORTED = ("SystemSharedMemoryStatus", "SystemSharedMemoryRegister", "Syste
                 "TraceSetting", "LogSettings")
 
 
+DEADLINE_MARGIN = (0.1, 0.02)
+"""The server's deadline is the client's less this much (a fraction, at most these seconds):
+a request dropped from the queue is then answered by the server with its reason, and counted,
+before the client's own timer ends the call."""
+
+
 class _Refusal(Exception):
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
@@ -66,31 +80,23 @@ def _parameter(p: Any) -> Any:
 
 
 def infer_request(request: Any, deadline_s: float | None) -> InferRequest:
-    """A ``ModelInferRequest`` as the protocol's :class:`InferRequest` (400s name the input)."""
+    """A ``ModelInferRequest`` as the protocol's :class:`InferRequest` (400s name the input).
+
+    ``deadline_s``: the seconds the client's deadline leaves, if it set one; the request's
+    timeout becomes the smaller of that (less :data:`DEADLINE_MARGIN`) and its ``timeout``.
+    """
     raw = list(request.raw_input_contents)
+    typed = [t.name for t in request.inputs if t.HasField("contents")]
+    if raw and typed:
+        raise UserInputError(f"input {typed[0]!r}: expected every input in raw_input_contents or every input "
+                             "in typed contents, got typed contents and raw_input_contents in one request")
     if raw and len(raw) != len(request.inputs):
         raise UserInputError(f"raw_input_contents: expected one entry per input ({len(request.inputs)}), "
                              f"got {len(raw)}")
     inputs = {}
     for i, tensor in enumerate(request.inputs):
-        shape = list(tensor.shape)
-        has_typed = tensor.HasField("contents")
-        if raw and has_typed:
-            raise UserInputError(f"input {tensor.name!r}: expected raw_input_contents or typed contents, "
-                                 "got both in one request")
-        if raw:
-            parsed = input_tensor(tensor.name, tensor.datatype, shape, raw=raw[i])
-        else:
-            field = _TYPED.get(tensor.datatype)
-            if field is None:
-                raise UserInputError(f"input {tensor.name!r}: {tensor.datatype!r} travels in raw_input_contents "
-                                     f"only, got typed contents")
-            values = list(getattr(tensor.contents, field))
-            if tensor.datatype == "BYTES":  # bytes elements: framed as in the binary extension
-                parsed = input_tensor(tensor.name, "BYTES", shape,
-                                      raw=b"".join(struct.pack("<I", len(v)) + v for v in values))
-            else:
-                parsed = input_tensor(tensor.name, tensor.datatype, shape, values=values)
+        parsed = (input_tensor(tensor.name, tensor.datatype, list(tensor.shape), raw=raw[i]) if raw
+                  else _typed_input(tensor))
         if parsed.name in inputs:
             raise UserInputError(f"input {parsed.name!r}: expected unique input names, got it twice")
         inputs[parsed.name] = parsed
@@ -103,8 +109,37 @@ def infer_request(request: Any, deadline_s: float | None) -> InferRequest:
     if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0):
         raise UserInputError(f"parameter 'timeout': expected microseconds (an integer >= 0), got {timeout!r}")
     if deadline_s is not None:  # the client's deadline bounds the request as its timeout does
-        timeout = min(timeout, int(deadline_s * 1e6)) if timeout is not None else int(deadline_s * 1e6)
+        ours = int(max(0.0, deadline_s - _margin(deadline_s)) * 1e6)
+        timeout = min(timeout, ours) if timeout is not None else ours
     return InferRequest(inputs, outputs, True, request.id or None, timeout, params)
+
+
+def _margin(deadline_s: float) -> float:
+    fraction, most = DEADLINE_MARGIN
+    return min(most, max(0.0, deadline_s) * fraction)
+
+
+def _typed_input(tensor: Any) -> Any:
+    """An input whose values come in ``contents``: the field of its datatype, and only that."""
+    where = f"input {tensor.name!r}"
+    field = _TYPED.get(tensor.datatype)
+    if field is None:
+        if tensor.datatype in DATATYPES:  # FP16, BF16: no contents field holds them
+            raise UserInputError(f"{where}: expected {tensor.datatype} values in raw_input_contents (no typed "
+                                 "contents field holds them), got typed contents or none")
+        raise UserInputError(f"{where}: expected a datatype among {', '.join(DATATYPES)}, got {tensor.datatype!r}")
+    present = [f.name for f, _ in tensor.contents.ListFields()]
+    if any(p != field for p in present):
+        raise UserInputError(f"{where}: expected its {tensor.datatype} values in contents.{field}, got "
+                             + ", ".join(f"contents.{p}" for p in present))
+    values = list(getattr(tensor.contents, field))
+    shape = list(tensor.shape)
+    if all(d >= 0 for d in shape) and len(values) != math.prod(shape):
+        raise UserInputError(f"{where}: expected {math.prod(shape)} elements (its shape {shape}), got "
+                             f"{len(values)} in contents.{field}")
+    if tensor.datatype == "BYTES":  # bytes elements: framed as in the binary extension
+        return input_tensor(tensor.name, "BYTES", shape, raw=b"".join(struct.pack("<I", len(v)) + v for v in values))
+    return input_tensor(tensor.name, tensor.datatype, shape, values=values)
 
 
 class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
@@ -114,7 +149,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         self.app = app
         self.manager = app.manager
         token = app.config.token
-        self._expected = None if token is None else f"Bearer {token}"
+        self._expected = None if token is None else f"Bearer {token}".encode()
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -122,20 +157,22 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         if self._expected is None:
             return
         given = [v for k, v in (context.invocation_metadata() or ()) if k == "authorization"]
-        if given != [self._expected]:
-            raise _Refusal(grpc.StatusCode.UNAUTHENTICATED,
-                           "authorization: expected metadata 'authorization: Bearer <token>' with the server's "
-                           "token, once, " + ("got a different one" if given else "got none"))
+        if len(given) == 1 and hmac.compare_digest(str(given[0]).encode(), self._expected):
+            return
+        found = "got none" if not given else "got a different one" if len(given) == 1 else f"got {len(given)}"
+        raise _Refusal(grpc.StatusCode.UNAUTHENTICATED,
+                       "authorization: expected metadata 'authorization: Bearer <token>' with the server's "
+                       f"token, once, {found}")
 
-    async def _abort(self, context: grpc.aio.ServicerContext, exc: Exception) -> None:
+    async def _abort(self, context: grpc.aio.ServicerContext, exc: Exception, rpc: str) -> None:
+        """End the RPC with ``exc`` as a status (raises grpc's AbortError, as ``context.abort`` does)."""
         if isinstance(exc, _Refusal):
             await context.abort(exc.code, str(exc))
         if isinstance(exc, InfernoError):
-            if exc.http_status == 503:
-                context.set_trailing_metadata((("retry-after", "1"),))
+            if isinstance(exc, ServiceUnavailableError):  # as HTTP's Retry-After
+                context.set_trailing_metadata((("retry-after", str(max(1, round(exc.retry_after_s)))),))
             await context.abort(STATUS.get(exc.http_status, grpc.StatusCode.INTERNAL), self.app.public(str(exc)))
-        log.exception("gRPC request failed")
-        await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
+        await context.abort(grpc.StatusCode.INTERNAL, self.app.internal_error(f"gRPC {rpc}"))
 
     def _version(self, version: str) -> str | None:
         return version or None
@@ -153,7 +190,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
             self._authorize(context)
             ready = self.manager.get(request.name, self._version(request.version)).ready
         except _Refusal as exc:
-            await self._abort(context, exc)
+            await self._abort(context, exc, "ModelReady")
         except InfernoError:
             ready = False
         return service_pb2.ModelReadyResponse(ready=ready)
@@ -162,7 +199,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         try:
             self._authorize(context)
         except _Refusal as exc:
-            await self._abort(context, exc)
+            await self._abort(context, exc, "ServerMetadata")
         return service_pb2.ServerMetadataResponse(name="inferno", version=__version__,
                                                   extensions=self.app.extensions)
 
@@ -172,7 +209,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
             served = self.manager.get(request.name, self._version(request.version))
             doc = served.metadata(self.manager.loaded()[request.name])
         except Exception as exc:
-            await self._abort(context, exc)
+            await self._abort(context, exc, "ModelMetadata")
         meta = service_pb2.ModelMetadataResponse.TensorMetadata
         return service_pb2.ModelMetadataResponse(
             name=doc["name"], versions=doc["versions"], platform=doc["platform"],
@@ -184,7 +221,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
             self._authorize(context)
             config = self.manager.get(request.name, self._version(request.version)).model_config()
         except Exception as exc:
-            await self._abort(context, exc)
+            await self._abort(context, exc, "ModelConfig")
         message = json_format.ParseDict(config, model_config_pb2.ModelConfig(), ignore_unknown_fields=True)
         return service_pb2.ModelConfigResponse(config=message)
 
@@ -193,7 +230,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
             self._authorize(context)
             entries = self.app.statistics(request.name or None, self._version(request.version))
         except Exception as exc:
-            await self._abort(context, exc)
+            await self._abort(context, exc, "ModelStatistics")
         return json_format.ParseDict({"model_stats": entries}, service_pb2.ModelStatisticsResponse(),
                                      ignore_unknown_fields=True)
 
@@ -204,7 +241,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
             self._authorize(context)
             rows = self.app.repository_index(ready_only=request.ready)
         except Exception as exc:
-            await self._abort(context, exc)
+            await self._abort(context, exc, "RepositoryIndex")
         index = service_pb2.RepositoryIndexResponse.ModelIndex
         return service_pb2.RepositoryIndexResponse(models=[index(**row) for row in rows])
 
@@ -217,7 +254,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
                                      f"repository's {request.model_name}/serve.json and load again")
             await self.manager.load(request.model_name)
         except Exception as exc:
-            await self._abort(context, exc)
+            await self._abort(context, exc, "RepositoryModelLoad")
         return service_pb2.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -225,56 +262,77 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
             self._authorize(context)
             await self.manager.unload(request.model_name)
         except Exception as exc:
-            await self._abort(context, exc)
+            await self._abort(context, exc, "RepositoryModelUnload")
         return service_pb2.RepositoryModelUnloadResponse()
 
     # -- inference -----------------------------------------------------------------------------
 
-    async def _infer(self, request: Any, deadline_s: float | None) -> Any:
+    async def _infer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """One request, counted once in the version's statistics whatever becomes of it."""
         started = time.perf_counter()
-        version = self._version(request.model_version)
-        self.manager.get(request.model_name, version).admit(started)
-        parsed = infer_request(request, deadline_s)
-        served = self.manager.get(request.model_name, version)
-        outputs = await served.infer(parsed, started)
-        response = service_pb2.ModelInferResponse(model_name=request.model_name, model_version=served.version,
-                                                  id=request.id)
-        raw = []
-        for out in outputs:
-            datatype = datatype_of(out.data.dtype)
-            response.outputs.add(name=out.name, datatype=datatype, shape=list(out.data.shape))
-            raw.append(tensor_bytes(out.data, datatype))
-        response.raw_output_contents.extend(raw)
+        deadline_s = context.time_remaining()
+        # one lookup: nothing awaits between it and the batcher's submit (see serving.models)
+        served = self.manager.get(request.model_name, self._version(request.model_version))
+        served.admit(started)
+        try:
+            parsed = infer_request(request, deadline_s)
+        except UserInputError:
+            served.stats.request_failed(time.perf_counter() - started, "rejected")
+            raise
+        try:
+            outputs = await served.infer(parsed, started)  # counts its own failures
+        except asyncio.CancelledError:  # the client cancelled, or its deadline ended the call first
+            left = context.time_remaining()
+            expired = deadline_s is not None and left is not None and left <= _margin(deadline_s)
+            served.stats.request_failed(time.perf_counter() - started, "timeout" if expired else "cancelled")
+            raise
+        try:
+            response = _infer_response(request, served.version, outputs)
+        except UserInputError:
+            served.stats.request_failed(time.perf_counter() - started, "rejected")
+            raise
         served.check_response_size(response.ByteSize(), started)
         served.stats.request_done(time.perf_counter() - started)
         return response
 
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        PROTOCOL.set("grpc")  # this RPC's task only: its requests count as gRPC's
         try:
             self._authorize(context)
-            return await self._infer(request, context.time_remaining())
+            return await self._infer(request, context)
         except Exception as exc:
-            await self._abort(context, exc)
+            await self._abort(context, exc, "ModelInfer")
 
     async def ModelStreamInfer(self, request_iterator: AsyncIterator[Any],
                                context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        PROTOCOL.set("grpc")
         try:
             self._authorize(context)
         except _Refusal as exc:
-            await self._abort(context, exc)
+            await self._abort(context, exc, "ModelStreamInfer")
         async for request in request_iterator:
             # one bad request answers with its error_message; the stream goes on
             try:
-                response = await self._infer(request, context.time_remaining())
+                response = await self._infer(request, context)
             except InfernoError as exc:
                 yield service_pb2.ModelStreamInferResponse(error_message=self.app.public(str(exc)))
                 continue
             except Exception:
-                log.exception("gRPC stream request failed")
-                yield service_pb2.ModelStreamInferResponse(
-                    error_message="internal error; the server log has the details")
+                message = self.app.internal_error(f"gRPC ModelStreamInfer of {request.model_name!r}")
+                yield service_pb2.ModelStreamInferResponse(error_message=message)
                 continue
             yield service_pb2.ModelStreamInferResponse(infer_response=response)
+
+
+def _infer_response(request: Any, version: str, outputs: list[Any]) -> Any:
+    response = service_pb2.ModelInferResponse(model_name=request.model_name, model_version=version, id=request.id)
+    raw = []
+    for out in outputs:
+        datatype = datatype_of(out.data.dtype)
+        response.outputs.add(name=out.name, datatype=datatype, shape=list(out.data.shape))
+        raw.append(tensor_bytes(out.data, datatype))
+    response.raw_output_contents.extend(raw)
+    return response
 
 
 def _unsupported(name: str) -> Any:
@@ -290,11 +348,17 @@ for _name in _UNSUPPORTED:
     setattr(InferenceService, _name, _unsupported(_name))
 
 
-async def start(app: InfernoApp, host: str, port: int, max_message_bytes: int) -> tuple[grpc.aio.Server, int]:
-    """A started gRPC server on ``host:port`` (0: a free port); returns it and its port."""
+async def start(app: InfernoApp, host: str, port: int, *, max_receive_bytes: int,
+                max_send_bytes: int) -> tuple[grpc.aio.Server, int]:
+    """A started gRPC server on ``host:port`` (0: a free port); returns it and its port.
+
+    ``max_receive_bytes``: the largest request message (``--max-body-mb``); grpc refuses a
+    larger one with RESOURCE_EXHAUSTED before reading it. ``max_send_bytes``: the largest
+    response message (the response budget, checked before with a clearer message).
+    """
     server = grpc.aio.server(options=[
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_receive_bytes),
+        ("grpc.max_send_message_length", max_send_bytes),
         ("grpc.so_reuseport", 0),
     ])
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(app), server)
