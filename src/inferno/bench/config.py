@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -11,7 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from inferno.errors import ConfigError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_GRPC_PORT = 8001
+"""Triton's (and ``inferno serve``'s) gRPC port."""
 DEFAULT_CONCURRENCY = (1, 16, 64)
+MAX_CLIENTS = 64
+"""Load-generator processes at most (``--clients``)."""
 MAX_IN_FLIGHT = 1024
 """Open loop: requests outstanding at once before new arrivals are dropped as "client saturated"."""
 
@@ -19,20 +23,27 @@ Concurrency = Annotated[int, Field(ge=1, le=MAX_IN_FLIGHT)]
 Rate = Annotated[float, Field(gt=0, le=100_000)]
 
 
-def check_url(url: str, option: str = "--url") -> str:
+def check_url(url: str, option: str = "--url", grpc: bool = False) -> str:
     """Return ``url`` as ``scheme://host[:port]`` (no trailing slash); ``option`` names it in errors.
+
+    ``grpc`` accepts ``grpc://host[:port]`` too.
 
     Raises:
         ConfigError: when it is not ``http(s)://host[:port]`` (a path, query, fragment or
             user name would make the generator contact something other than the server).
     """
-    expected = "expected http(s)://host[:port], e.g. " + DEFAULT_URL
+    schemes = ("http", "https", "grpc") if grpc else ("http", "https")
+    expected = (
+        "expected http(s)://host[:port] or grpc://host[:port], e.g. "
+        if grpc
+        else "expected http(s)://host[:port], e.g. "
+    ) + DEFAULT_URL
     try:
         parts = urlsplit(url.strip())
         port = parts.port
     except ValueError as exc:
         raise ConfigError(f"{option} {url!r}: {exc}; {expected}") from exc
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in schemes or not parts.hostname:
         raise ConfigError(f"{option} {url!r}: {expected}")
     if (
         parts.path not in ("", "/")
@@ -55,7 +66,24 @@ class BenchConfig(BaseModel):
     """The served model's name."""
 
     url: str = DEFAULT_URL
-    """The server, ``http(s)://host[:port]``; the generator contacts nothing else."""
+    """The server, ``http(s)://host[:port]`` or ``grpc://host[:port]``; the generator contacts
+    nothing else (with ``--protocol grpc`` and an http(s) URL: that host on ``grpc_port``)."""
+
+    protocol: Literal["http", "grpc"] = "http"
+    """``http``: POST /v2/models/{m}/infer; ``grpc``: Triton's ModelInfer RPC (the [grpc] extra).
+    A ``grpc://`` URL implies ``grpc``."""
+
+    binary: bool = False
+    """HTTP: send tensors in Triton's binary tensor extension (and ask for binary outputs)
+    instead of JSON."""
+
+    grpc_port: int | None = Field(None, ge=1, le=65535)
+    """gRPC: the server's gRPC port when ``url`` is http(s):// (default 8001); a grpc:// URL
+    names its own."""
+
+    clients: int | None = Field(None, ge=1, le=MAX_CLIENTS)
+    """Load-generator processes sharing each point (results merged); None: enough that one
+    process is never the bottleneck, up to the cores this process may run on."""
 
     version: str | None = Field(None, min_length=1)
     """A model version; None lets the server choose."""
@@ -96,23 +124,73 @@ class BenchConfig(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return check_url(value)  # raises ConfigError itself: pydantic lets it through
+        return check_url(value, grpc=True)  # raises ConfigError itself: pydantic lets it through
 
     @model_validator(mode="before")
     @classmethod
-    def _rates_alone(cls, data: Any) -> Any:
+    def _defaults_from_others(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
         # --rate without --concurrency means "open loop only", not both.
-        if isinstance(data, dict) and data.get("rates") and "concurrency" not in data:
-            return {**data, "concurrency": ()}
+        if data.get("rates") and "concurrency" not in data:
+            data = {**data, "concurrency": ()}
+        # a grpc:// URL speaks gRPC unless told otherwise (and then the check below says no)
+        url = data.get("url")
+        if isinstance(url, str) and url.strip().lower().startswith("grpc://"):
+            if data.get("protocol") is None:
+                data = {**data, "protocol": "grpc"}
+        elif data.get("protocol") is None:
+            data = {k: v for k, v in data.items() if k != "protocol"}
         return data
 
     @model_validator(mode="after")
-    def _some_point(self) -> BenchConfig:
+    def _consistent(self) -> BenchConfig:
         if not self.concurrency and not self.rates:
             raise ValueError("--concurrency and --rate are both empty: give at least one level")
+        scheme = self.url.split("://", 1)[0]
+        if self.protocol == "http" and scheme == "grpc":
+            raise ValueError(
+                f"--protocol http: expected an http(s):// --url, got {self.url!r} "
+                "(a grpc:// URL speaks --protocol grpc)"
+            )
+        if self.protocol == "grpc":
+            if scheme == "https":
+                raise ValueError(
+                    f"--protocol grpc: expected an http:// or grpc:// --url, got {self.url!r} "
+                    "(gRPC over TLS is not supported by the load generator)"
+                )
+            if self.binary:
+                raise ValueError(
+                    "--binary: Triton's binary tensor extension is HTTP's; --protocol grpc "
+                    "sends raw tensor bytes already"
+                )
+            port = urlsplit(self.url).port if scheme == "grpc" else None
+            if port is not None and self.grpc_port is not None and port != self.grpc_port:
+                raise ValueError(
+                    f"--grpc-port {self.grpc_port} and --url {self.url!r} name different ports; "
+                    "give one of them"
+                )
+        elif self.grpc_port is not None:
+            raise ValueError(
+                f"--grpc-port {self.grpc_port}: only with --protocol grpc (got --protocol http)"
+            )
         return self
 
-    def levels(self) -> list[tuple[str, float]]:
+    @property
+    def grpc_address(self) -> str:
+        """``host:port`` of the gRPC service (``protocol == "grpc"``)."""
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        port = parts.port if parts.scheme == "grpc" else None
+        return f"{host}:{port or self.grpc_port or DEFAULT_GRPC_PORT}"
+
+    @property
+    def server(self) -> str:
+        """Where the load goes, as a URL: ``url`` for HTTP, ``grpc://host:port`` for gRPC."""
+        return f"grpc://{self.grpc_address}" if self.protocol == "grpc" else self.url
+
+    def levels(self) -> list[tuple[Literal["concurrency", "rate"], float]]:
         """The points to run, in order: ``("concurrency", n)`` then ``("rate", r)``."""
         return [("concurrency", c) for c in self.concurrency] + [("rate", r) for r in self.rates]
 

@@ -2,7 +2,8 @@
 
 Bodies come from the user's evaluation data (``--data`` .npz, ``--text`` lines), from the
 bundled sentences for a text model, or are synthesized from the model's metadata. They are
-JSON bytes, cycled through, so a request costs the generator almost nothing.
+encoded once before timing starts (JSON, Triton's binary tensor extension, or raw tensor bytes
+for gRPC) and cycled through, so a request costs the generator almost nothing.
 """
 
 from __future__ import annotations
@@ -30,10 +31,21 @@ VARIABLE_DIM = 16
 
 @dataclass(frozen=True)
 class RequestPool:
-    """Pre-encoded infer bodies, and a line saying where they came from."""
+    """The inputs of each request, and a line saying where they came from."""
 
-    bodies: tuple[bytes, ...]
+    specs: tuple[InputSpec, ...]
+    samples: tuple[dict[str, np.ndarray], ...]
+    """One ``{input name: array}`` per request, cycled through."""
     description: str
+
+    @property
+    def bodies(self) -> tuple[bytes, ...]:
+        """The samples as JSON infer bodies."""
+        return tuple(encode(self.specs, arrays) for arrays in self.samples)
+
+    def binary_bodies(self) -> tuple[tuple[bytes, int], ...]:
+        """The samples in Triton's binary tensor extension: ``(body, JSON header length)``."""
+        return tuple(encode_binary(self.specs, arrays) for arrays in self.samples)
 
 
 def concrete_shape(spec: InputSpec, batch: int) -> list[int]:
@@ -80,6 +92,47 @@ def encode(specs: tuple[InputSpec, ...], arrays: dict[str, np.ndarray]) -> bytes
             {"name": spec.name, "shape": list(array.shape), "datatype": spec.datatype, "data": data}
         )
     return orjson.dumps({"inputs": inputs})
+
+
+def raw_bytes(datatype: str, array: np.ndarray) -> bytes:
+    """A tensor's bytes as the binary extension and gRPC's ``raw_input_contents`` carry them.
+
+    Row-major, little-endian; BYTES elements are a 4-byte little-endian length then the UTF-8
+    bytes; BF16 is the top two bytes of each FP32 value.
+    """
+    if datatype == "BYTES":
+        parts = []
+        for value in array.ravel().tolist():
+            data = value if isinstance(value, bytes) else str(value).encode("utf-8")
+            parts.append(len(data).to_bytes(4, "little") + data)
+        return b"".join(parts)
+    if datatype == "BF16":
+        bits = np.ascontiguousarray(array, dtype="<f4").view("<u4") >> 16
+        return bits.astype("<u2").tobytes()
+    return np.ascontiguousarray(array, dtype=np.dtype(DTYPES[datatype]).newbyteorder("<")).tobytes()
+
+
+def encode_binary(specs: tuple[InputSpec, ...], arrays: dict[str, np.ndarray]) -> tuple[bytes, int]:
+    """One body in Triton's binary tensor extension, and its JSON header's length.
+
+    The header lists each input with ``parameters.binary_data_size`` and asks for every output
+    in binary (``binary_data_output``), as ``tritonclient`` does with ``binary_data=True``.
+    """
+    inputs, chunks = [], []
+    for spec in specs:
+        array = arrays[spec.name]
+        raw = raw_bytes(spec.datatype, array)
+        inputs.append(
+            {
+                "name": spec.name,
+                "shape": list(array.shape),
+                "datatype": spec.datatype,
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        )
+        chunks.append(raw)
+    header = orjson.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}})
+    return header + b"".join(chunks), len(header)
 
 
 def read_text(path: Path) -> list[str]:
@@ -154,7 +207,7 @@ def build_pool(
     text: Path | None = None,
     seed: int = 0,
 ) -> RequestPool:
-    """Encode the bodies the generator cycles through.
+    """The inputs the generator cycles through, one sample per request.
 
     Real rows come from ``data`` (``batch`` consecutive samples per request) and ``text``;
     inputs they do not cover are synthesized; BYTES inputs default to the bundled sentences.
@@ -187,7 +240,7 @@ def build_pool(
         count = min(max(POOL_SIZE, len(sentences) // batch if text_inputs else 0), MAX_POOL)
         chunks = [{} for _ in range(count)]
         source = "synthesized from the metadata"
-    bodies = []
+    requests = []
     for i, chunk in enumerate(chunks):
         arrays = {
             s.name: chunk[s.name]
@@ -195,7 +248,7 @@ def build_pool(
             else synthesize(s, batch, rng, sentences, start=i * batch)
             for s in specs
         }
-        bodies.append(encode(specs, arrays))
+        requests.append(arrays)
     if text_inputs and not real:
         source = (
             f"text from {text.name if text else 'minilm_sentences.txt'} ({len(sentences)} lines)"
@@ -203,4 +256,4 @@ def build_pool(
         if len(text_inputs) < len(specs):
             source += ", other inputs synthesized"
     shapes = "; ".join(s.describe() for s in specs)
-    return RequestPool(tuple(bodies), f"{shapes} — batch {batch}, {source}")
+    return RequestPool(specs, tuple(requests), f"{shapes} — batch {batch}, {source}")

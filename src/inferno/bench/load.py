@@ -1,4 +1,4 @@
-"""The two ways of loading a server, each measuring one point.
+"""The two ways of loading a server, each measuring one point (or this process's share of it).
 
 - Closed loop (``concurrency``): N workers, each sends its next request as soon as the last
   one returns. Measures what the server sustains with N requests outstanding.
@@ -8,7 +8,12 @@
   a generator that cannot keep up shows instead of passing for a slow server.
 
 Both warm up first (not recorded), measure for a fixed time or until ``max_requests`` are
-recorded, then stop by themselves: every request has a timeout and every wait a bound.
+recorded, then stop by themselves: every request has a timeout and every wait a bound. With
+``max_requests`` no more than that many requests are sent in the measured window, so the
+generator's count is the server's. Requests go through a *sender*: HTTP/1.1 over lean
+keep-alive connections (:mod:`inferno.bench.rawhttp`) or gRPC
+(:mod:`inferno.bench.grpc_client`). What one process recorded is an :class:`Outcome`; the
+outcomes of several client processes merge into one :class:`LoadPoint`.
 """
 
 from __future__ import annotations
@@ -18,16 +23,14 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
-import aiohttp
 import numpy as np
 
 from inferno.bench.config import MAX_IN_FLIGHT
+from inferno.bench.rawhttp import Address, Failure, HttpSender
 from inferno.bench.stats import Latency, LoadPoint, Mode
-
-Tick = Callable[[str, float], None]
-"""Called a few times a second with a status line and the fraction of the point done."""
 
 TICK_S = 0.25
 DRAIN_S = 5.0
@@ -36,26 +39,132 @@ EXAMPLES = 3
 
 
 @dataclass(frozen=True)
-class Target:
-    """Where and how to send: the infer URL, headers, the bodies to cycle through, limits."""
+class Progress:
+    """Where a point stands, a few times a second."""
 
-    url: str
-    headers: dict[str, str]
-    bodies: tuple[bytes, ...]
+    successes: int
+    errors: int
+    fraction: float
+    """Of the point done (warm-up included), 0..1."""
+    recording_s: float
+    """Seconds since the measured window began; negative while warming up."""
+
+    def line(self, label: str) -> str:
+        if self.recording_s < 0:
+            return f"{label}: warming up"
+        rps = self.successes / max(self.recording_s, 1e-9)
+        return f"{label}: {rps:,.0f} req/s, {self.errors} errors"
+
+
+Tick = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and what to send, and the limits of a point. Picklable: client processes get it."""
+
+    protocol: Literal["http", "grpc"]
+    address: Address | str
+    """HTTP: the server's Address; gRPC: ``host:port``."""
+    requests: tuple[bytes, ...]
+    """Cycled through. HTTP: whole requests (head and body); gRPC: serialized ModelInferRequests."""
     warmup_s: float
     duration_s: float
     max_requests: int | None
     timeout_s: float
+    token: str | None = None
+    """gRPC: sent as ``authorization`` metadata (HTTP carries it in each request's head)."""
 
 
+class Sender(Protocol):
+    async def send(self, index: int) -> Failure | None:
+        """Send request ``index`` (cycled); None on success, else ``(kind, message)``."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def open_sender(target: Target) -> Sender:
+    """The sender for ``target``'s protocol (one per point and process)."""
+    if target.protocol == "grpc":
+        from inferno.bench.grpc_client import GrpcSender
+
+        return GrpcSender(str(target.address), target.requests, target.timeout_s, target.token)
+    if not isinstance(target.address, Address):
+        raise TypeError(f"HTTP target: expected an Address, got {target.address!r}")
+    return HttpSender(target.address, target.requests, target.timeout_s)
+
+
+@dataclass(frozen=True)
+class Share:
+    """This process's part of a point: its first request index, its bound, and when to begin."""
+
+    offset: int = 0
+    """Index of this process's first worker (closed loop) or its seed's salt (open loop)."""
+    max_requests: int | None = None
+    begin: float | None = None
+    """``time.perf_counter()`` at which the point starts (so processes start together)."""
+
+
+@dataclass
+class Outcome:
+    """What one process recorded for one point. Picklable: it travels back to the parent."""
+
+    latencies: np.ndarray
+    """Seconds, of successful requests."""
+    kinds: dict[str, int]
+    examples: dict[str, list[str]]
+    window_s: float
+    sent: int | None = None
+    """Open loop: arrivals in the measured window."""
+    cpu_share: float | None = None
+    """CPU seconds the event loop's thread used per second of the point (warm-up included)."""
+
+    @property
+    def errors(self) -> int:
+        return sum(self.kinds.values())
+
+
+def merge(mode: Mode, level: float, outcomes: list[Outcome]) -> LoadPoint:
+    """One point from the outcomes of the processes that shared it (their windows overlap)."""
+    latencies = np.concatenate([o.latencies for o in outcomes]) if outcomes else np.array([])
+    kinds: Counter[str] = Counter()
+    examples: dict[str, list[str]] = {}
+    for outcome in outcomes:
+        kinds.update(outcome.kinds)
+        for kind, messages in outcome.examples.items():
+            seen = examples.setdefault(kind, [])
+            seen += [m for m in messages if m not in seen][: EXAMPLES - len(seen)]
+    window = max((o.window_s for o in outcomes), default=0.0)
+    errors = sum(kinds.values())
+    offered = None
+    if mode == "rate":
+        window = max(window, 1e-9)
+        offered = sum(o.sent or 0 for o in outcomes) / window
+    shares = [o.cpu_share for o in outcomes if o.cpu_share is not None]
+    return LoadPoint(
+        mode=mode,
+        level=level,
+        requests=int(latencies.size) + errors,
+        errors=errors,
+        duration_s=window,
+        latency_ms=Latency.of(latencies),
+        offered_rps=offered,
+        error_kinds=dict(kinds),
+        error_examples={k: tuple(v) for k, v in examples.items()},
+        clients=len(outcomes),
+        client_cpu=max(shares) if shares else None,
+    )
+
+
+@dataclass
 class Tally:
-    """What one point recorded: success latencies (seconds) and errors by kind."""
+    """What one point recorded in this process: success latencies (seconds) and errors by kind."""
 
-    def __init__(self) -> None:
-        self.latencies: list[float] = []
-        self.errors = 0
-        self.kinds: Counter[str] = Counter()
-        self.examples: dict[str, list[str]] = {}
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    kinds: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
@@ -68,48 +177,39 @@ class Tally:
         if len(seen) < EXAMPLES and message not in seen:
             seen.append(message)
 
-    def point(
-        self, mode: Mode, level: float, duration_s: float, offered_rps: float | None = None
-    ) -> LoadPoint:
-        return LoadPoint(
-            mode=mode,
-            level=level,
-            requests=self.count,
-            errors=self.errors,
-            duration_s=duration_s,
-            latency_ms=Latency.of(self.latencies),
-            offered_rps=offered_rps,
-            error_kinds=dict(self.kinds),
-            error_examples={k: tuple(v) for k, v in self.examples.items()},
+    def outcome(self, window_s: float, cpu_share: float | None, sent: int | None = None) -> Outcome:
+        return Outcome(
+            latencies=np.asarray(self.latencies, dtype=np.float64),
+            kinds=dict(self.kinds),
+            examples={k: list(v) for k, v in self.examples.items()},
+            window_s=window_s,
+            sent=sent,
+            cpu_share=cpu_share,
         )
 
 
-def new_session(target: Target, connections: int) -> aiohttp.ClientSession:
-    """One keep-alive session; no cookies, no decompression, nothing the generator does not need."""
-    connector = aiohttp.TCPConnector(limit=connections, limit_per_host=0, ttl_dns_cache=None)
-    return aiohttp.ClientSession(
-        connector=connector,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        auto_decompress=False,
-        timeout=aiohttp.ClientTimeout(total=target.timeout_s),
-        headers=target.headers,
-    )
+class _Clock:
+    """The point's time line in this process, and the CPU its event loop's thread used.
 
+    The thread's CPU time, not the process's: the loop thread is what saturates (gRPC's
+    polling threads, a progress bar or a server in the same process do not slow it down).
+    """
 
-async def send(
-    session: aiohttp.ClientSession, target: Target, body: bytes
-) -> tuple[str, str] | None:
-    """POST one body; None on HTTP 200, else ``(kind, message)``. The response is read whole."""
-    try:
-        async with session.post(target.url, data=body, allow_redirects=False) as resp:
-            payload = await resp.read()
-            if resp.status == 200:
-                return None
-            return f"HTTP {resp.status}", " ".join(payload[:200].decode("utf-8", "replace").split())
-    except TimeoutError:
-        return "timeout", f"no answer within {target.timeout_s:g} s"
-    except (aiohttp.ClientError, OSError) as exc:
-        return type(exc).__name__, (str(exc) or type(exc).__name__)[:200]
+    def __init__(self, target: Target, share: Share) -> None:
+        self.begin = time.perf_counter() if share.begin is None else share.begin
+        self.record_from = self.begin + target.warmup_s
+        self.end = self.record_from + target.duration_s
+        self.cpu = time.thread_time()
+
+    async def start(self) -> None:
+        delay = self.begin - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        self.cpu = time.thread_time()
+
+    def cpu_share(self) -> float:
+        elapsed = time.perf_counter() - self.begin
+        return (time.thread_time() - self.cpu) / elapsed if elapsed > 0 else 0.0
 
 
 def poisson_arrivals(rate: float, seed: int | list[int]) -> Iterator[float]:
@@ -123,23 +223,29 @@ def poisson_arrivals(rate: float, seed: int | list[int]) -> Iterator[float]:
 
 
 async def closed_loop(
-    session: aiohttp.ClientSession, target: Target, concurrency: int, tick: Tick
-) -> LoadPoint:
+    sender: Sender, target: Target, concurrency: int, tick: Tick, share: Share | None = None
+) -> Outcome:
     """``concurrency`` workers sending back to back; see the module docstring."""
-    tally, bodies = Tally(), target.bodies
-    begin = time.perf_counter()
-    record_from = begin + target.warmup_s
-    end = record_from + target.duration_s
+    share = share or Share(max_requests=target.max_requests)
+    tally = Tally()
+    clock = _Clock(target, share)
+    await clock.start()
+    record_from, end = clock.record_from, clock.end
     stopped_at: list[float] = []
     done = asyncio.Event()
-    limit = target.max_requests
+    limit = share.max_requests
+    reserved = 0  # measured requests sent: with a limit, never more than it
 
     async def worker(index: int) -> None:
+        nonlocal reserved
         while not done.is_set():
-            body = bodies[index % len(bodies)]
-            index += concurrency
             start = time.perf_counter()
-            failure = await send(session, target, body)
+            if limit is not None and start >= record_from:
+                if reserved >= limit:
+                    break
+                reserved += 1
+            failure = await sender.send(index)
+            index += concurrency
             finish = time.perf_counter()
             if done.is_set() or start < record_from:
                 continue
@@ -154,27 +260,37 @@ async def closed_loop(
                 stopped_at.append(finish)
                 done.set()
 
-    workers = [asyncio.create_task(worker(i)) for i in range(concurrency)]
-    await _watch(done, begin, end, tally, f"concurrency {concurrency}", target, tick)
+    workers = [asyncio.create_task(worker(share.offset + i)) for i in range(concurrency)]
+    await _watch(done, clock, tally, target, tick, limit)
+    cpu = clock.cpu_share()
     await _drain(workers, target)
     window = (stopped_at[0] if stopped_at else end) - record_from
-    return tally.point("concurrency", concurrency, window)
+    return tally.outcome(window, cpu)
 
 
 async def open_loop(
-    session: aiohttp.ClientSession, target: Target, rate: float, seed: int, tick: Tick
-) -> LoadPoint:
+    sender: Sender,
+    target: Target,
+    rate: float,
+    seed: int | list[int],
+    tick: Tick,
+    share: Share | None = None,
+) -> Outcome:
     """Poisson arrivals at ``rate``/s, at most ``MAX_IN_FLIGHT`` outstanding; see the module docstring."""
-    tally, bodies = Tally(), target.bodies
+    share = share or Share(max_requests=target.max_requests)
+    tally = Tally()
     done = asyncio.Event()
     in_flight: set[asyncio.Task[None]] = set()
-    begin = time.perf_counter()
+    clock = _Clock(target, share)
+    await clock.start()
+    begin = clock.begin
     end_offset = target.warmup_s + target.duration_s
     sent, window = 0, target.duration_s  # arrivals in the measured window, and its length
+    limit = share.max_requests
 
-    async def one(body: bytes, record: bool) -> None:
+    async def one(index: int, record: bool) -> None:
         start = time.perf_counter()
-        failure = await send(session, target, body)
+        failure = await sender.send(index)
         if not record:
             return
         if failure is None:
@@ -194,7 +310,7 @@ async def open_loop(
                 await asyncio.sleep(0)  # running late: still let responses in
             record = offset >= target.warmup_s
             if record:
-                if sent == target.max_requests:
+                if sent == limit:
                     window = offset - target.warmup_s
                     break
                 sent += 1
@@ -202,47 +318,60 @@ async def open_loop(
                 if record:
                     tally.fail("client saturated", f"{MAX_IN_FLIGHT} requests already outstanding")
                 continue
-            task = asyncio.create_task(one(bodies[issued % len(bodies)], record))
+            task = asyncio.create_task(one(share.offset + issued, record))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
         done.set()
 
     issuer = asyncio.create_task(issue())
-    await _watch(done, begin, begin + end_offset, tally, f"rate {rate:g}/s", target, tick)
+    await _watch(done, clock, tally, target, tick, limit)
+    cpu = clock.cpu_share()
     await _drain([issuer, *in_flight], target)
     if sent > tally.count:  # cancelled by the drain: they arrived, so they count
         tally.fail("unfinished", "still outstanding when the run ended", sent - tally.count)
-    window = max(window, 1e-9)
-    return tally.point("rate", rate, window, offered_rps=sent / window)
+    return tally.outcome(max(window, 1e-9), cpu, sent)
+
+
+async def run_point(
+    target: Target,
+    mode: Mode,
+    level: float,
+    seed: int | list[int],
+    tick: Tick,
+    share: Share | None = None,
+) -> Outcome:
+    """One point (or this process's share of it) on a sender of its own."""
+    sender = open_sender(target)
+    try:
+        if mode == "concurrency":
+            return await closed_loop(sender, target, int(level), tick, share)
+        return await open_loop(sender, target, level, seed, tick, share)
+    finally:
+        await sender.aclose()
 
 
 async def _watch(
     done: asyncio.Event,
-    begin: float,
-    end: float,
+    clock: _Clock,
     tally: Tally,
-    label: str,
     target: Target,
     tick: Tick,
+    limit: int | None,
 ) -> None:
     """Report progress until ``done`` or the end of the window, then set ``done``."""
-    record_from = begin + target.warmup_s
+    begin, end = clock.begin, clock.end
     while not done.is_set():
         now = time.perf_counter()
         if now >= end:
             break
         fraction = (now - begin) / (end - begin)
-        if target.max_requests:
-            fraction = max(fraction, tally.count / target.max_requests)
-        if now < record_from:
-            tick(f"{label}: warming up", fraction)
-        else:
-            rps = len(tally.latencies) / max(now - record_from, 1e-9)
-            tick(f"{label}: {rps:,.0f} req/s, {tally.errors} errors", fraction)
+        if limit:
+            fraction = max(fraction, tally.count / limit)
+        tick(Progress(len(tally.latencies), tally.errors, fraction, now - clock.record_from))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), timeout=min(TICK_S, end - now))
     done.set()
-    tick(f"{label}: finishing", 1.0)
+    tick(Progress(len(tally.latencies), tally.errors, 1.0, time.perf_counter() - clock.record_from))
 
 
 async def _drain(tasks: list[asyncio.Task[None]], target: Target) -> None:

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import orjson
 
+from inferno.bench.rawhttp import Address, ResponseError, build_request, fetch
 from inferno.errors import DataMismatchError, UnknownModelError, UserInputError
 
 DTYPES: dict[str, str] = {
@@ -51,7 +51,7 @@ def metadata_path(model: str, version: str | None) -> str:
 
 def unreachable(url: str, exc: BaseException) -> str:
     """The one line for a server that does not answer: ``cannot reach URL: why — hint``."""
-    os_error = getattr(exc, "os_error", None)
+    os_error = getattr(exc, "os_error", exc)  # aiohttp wraps the OSError, asyncio raises it
     if isinstance(os_error, ConnectionRefusedError):
         why = "connection refused"
     elif isinstance(exc, asyncio.TimeoutError):
@@ -64,20 +64,34 @@ def unreachable(url: str, exc: BaseException) -> str:
 
 
 async def fetch_inputs(
-    session: aiohttp.ClientSession, url: str, model: str, version: str | None
+    url: str,
+    model: str,
+    version: str | None,
+    headers: dict[str, str] | None = None,
+    timeout_s: float = 10.0,
 ) -> tuple[InputSpec, ...]:
-    """GET the model's metadata and return its inputs.
+    """GET the model's metadata from ``url`` (``http(s)://host[:port]``) and return its inputs.
+
+    Redirects are not followed: the generator contacts nothing but ``url``.
 
     Raises:
         UserInputError: the server cannot be reached, refuses, or answers nonsense.
         UnknownModelError: the server does not serve ``model`` (HTTP 404).
     """
     target = url + metadata_path(model, version)
+    address = Address.of(url)
+    request = build_request(
+        address,
+        "GET",
+        metadata_path(model, version),
+        {"Accept": "application/json", **(headers or {})},
+    )
     try:
-        async with session.get(target, allow_redirects=False) as resp:
-            status, body = resp.status, await resp.read()
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        status, body = await fetch(address, request, timeout_s)
+    except (TimeoutError, OSError) as exc:
         raise UserInputError(unreachable(url, exc)) from exc
+    except ResponseError as exc:
+        raise UserInputError(f"{url} did not answer HTTP/1.1: {exc}") from exc
     named = f"model {model!r}" + (f" version {version!r}" if version else "")
     detail = error_text(body)
     if status == 404:

@@ -44,7 +44,8 @@ def table(report: BenchReport) -> Table:
     """The points of a run, one row each."""
     version = f" v{report.version}" if report.version else ""
     result = Table(
-        title=f"inferno bench: {report.model}{version} at {report.url}", caption=report.inputs
+        title=f"inferno bench: {report.model}{version} at {report.url} ({report.transport})",
+        caption=report.inputs,
     )
     for column in COLUMNS:
         result.add_column(column, justify="left" if column == "load" else "right")
@@ -66,6 +67,14 @@ def notes(report: BenchReport) -> list[str]:
             lines.append(
                 f"{point.label}: the generator sent only {point.offered_rps:,.0f}/s; "
                 "give it a core of its own or lower the rate"
+            )
+        if point.client_saturated and point.client_cpu is not None:
+            processes = (
+                "its process" if point.clients == 1 else f"the busiest of {point.clients} processes"
+            )
+            lines.append(
+                f"{point.label}: the load generator was busy {point.client_cpu:.0%} of the time "
+                f"({processes}): it may have limited this point; give it more cores or --clients"
             )
     return lines
 
@@ -126,7 +135,9 @@ def plot(report: BenchReport, path: Path) -> None:
     plain = FuncFormatter(lambda value, _pos: f"{value:g}")
     ax.yaxis.set_major_formatter(plain)
     ax.yaxis.set_minor_formatter(plain)
-    ax.set_title(f"{report.model}: latency against throughput (batch {report.batch})")
+    ax.set_title(
+        f"{report.model}: latency against throughput ({report.transport}, batch {report.batch})"
+    )
     ax.grid(alpha=0.3, which="both")
     if ax.lines:
         ax.legend()

@@ -1,4 +1,4 @@
-"""``run_bench``: read the model's metadata, encode the bodies, run every point in turn."""
+"""``run_bench``: read the model's metadata, encode the requests, run every point in turn."""
 
 from __future__ import annotations
 
@@ -7,26 +7,32 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-import aiohttp
-
-from inferno.bench.config import MAX_IN_FLIGHT, BenchConfig
-from inferno.bench.inputs import build_pool
-from inferno.bench.load import Target, closed_loop, new_session, open_loop
+from inferno.bench.config import BenchConfig
+from inferno.bench.fanout import ClientPool, available_cpus, clients_for
+from inferno.bench.inputs import RequestPool, build_pool
+from inferno.bench.load import Progress, Target, Tick, merge, run_point
 from inferno.bench.metadata import fetch_inputs, metadata_path
-from inferno.bench.stats import BenchReport, LoadPoint
+from inferno.bench.rawhttp import Address, build_request
+from inferno.bench.stats import BenchReport, LoadPoint, Mode, label
 
 log = logging.getLogger(__name__)
-Progress = Callable[[str, float], None]
+Progressed = Callable[[str, float], None]
+JUDGE_S = 1.0
+"""A point measured for less than this is too short to tell a saturated generator: not re-run."""
 T = TypeVar("T")
 
 
-def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchReport:
+def run_bench(config: BenchConfig, progress: Progressed | None = None) -> BenchReport:
     """Load the server at each level of ``config`` and measure it.
 
-    Runs on its own event loop (uvloop when installed); call it from synchronous code.
+    Runs on its own event loop (uvloop when installed); call it from synchronous code. With
+    more than one client process (``config.clients``, or the default for a level), those
+    processes are started once and stopped before this returns. Without ``config.clients``, a
+    point where a client process was busy nearly all the time (so it may have been the limit)
+    is run again with twice the processes, up to one per core this process may use.
 
     Args:
-        config: the server, model, load levels and limits.
+        config: the server, protocol, model, load levels and limits.
         progress: called a few times a second with a status line and the fraction of the
             whole run done (0..1).
 
@@ -35,7 +41,8 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchRep
 
     Raises:
         UserInputError: the server cannot be reached, or ``--data``/``--text`` do not fit.
-        UnknownModelError: the server does not serve the model (HTTP 404 on its metadata).
+        UnknownModelError: the server does not serve the model (HTTP 404, gRPC NOT_FOUND).
+        MissingExtraError: ``--protocol grpc`` without the [grpc] extra.
     """
     return _run_loop(_bench(config, progress or (lambda _what, _fraction: None)))
 
@@ -49,48 +56,118 @@ def _run_loop(coro: Coroutine[Any, Any, T]) -> T:
         return runner.run(coro)
 
 
-async def _bench(config: BenchConfig, progress: Progress) -> BenchReport:
-    headers = {"Content-Type": "application/json"}
-    if config.token:
-        headers["Authorization"] = f"Bearer {config.token}"
+def _auth(config: BenchConfig) -> dict[str, str]:
+    return {"Authorization": f"Bearer {config.token}"} if config.token else {}
+
+
+def http_requests(config: BenchConfig, pool: RequestPool) -> tuple[bytes, ...]:
+    """Whole infer requests (head and body) for HTTP, JSON or binary extension."""
+    address = Address.of(config.url)
+    path = metadata_path(config.model, config.version) + "/infer"
+    if not config.binary:
+        headers = {"Content-Type": "application/json", **_auth(config)}
+        return tuple(build_request(address, "POST", path, headers, body) for body in pool.bodies)
+    requests = []
+    for body, header_length in pool.binary_bodies():
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Inference-Header-Content-Length": str(header_length),
+            **_auth(config),
+        }
+        requests.append(build_request(address, "POST", path, headers, body))
+    return tuple(requests)
+
+
+async def _target(config: BenchConfig, progress: Progressed) -> tuple[Target, RequestPool]:
     progress("reading the model's metadata", 0.0)
-    timeout = aiohttp.ClientTimeout(total=min(config.timeout_s, 10.0))
-    async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
-        specs = await fetch_inputs(session, config.url, config.model, config.version)
-    pool = build_pool(
+    metadata_timeout = min(config.timeout_s, 10.0)
+    limits: dict[str, Any] = {
+        "warmup_s": config.warmup_s,
+        "duration_s": config.duration_s,
+        "max_requests": config.max_requests,
+        "timeout_s": config.timeout_s,
+    }
+    if config.protocol == "grpc":
+        from inferno.bench import grpc_client
+
+        grpc_client.require_grpc()
+        specs = await grpc_client.fetch_inputs(
+            config.grpc_address, config.model, config.version, config.token, metadata_timeout
+        )
+        pool = _pool(config, specs)
+        requests = grpc_client.infer_requests(config.model, config.version, specs, pool.samples)
+        target = Target("grpc", config.grpc_address, requests, token=config.token, **limits)
+    else:
+        specs = await fetch_inputs(
+            config.url, config.model, config.version, _auth(config), metadata_timeout
+        )
+        pool = _pool(config, specs)
+        target = Target("http", Address.of(config.url), http_requests(config, pool), **limits)
+    log.debug("bench %s: %d requests, %s", config.model, len(target.requests), pool.description)
+    return target, pool
+
+
+def _pool(config: BenchConfig, specs: Any) -> RequestPool:
+    return build_pool(
         specs, batch=config.batch, data=config.data, text=config.text, seed=config.seed
     )
-    log.debug("bench %s: %d bodies, %s", config.model, len(pool.bodies), pool.description)
-    target = Target(
-        url=config.url + metadata_path(config.model, config.version) + "/infer",
-        headers=headers,
-        bodies=pool.bodies,
-        warmup_s=config.warmup_s,
-        duration_s=config.duration_s,
-        max_requests=config.max_requests,
-        timeout_s=config.timeout_s,
-    )
+
+
+class _Points:
+    """Runs the points of one bench, in this process or in client processes."""
+
+    def __init__(self, config: BenchConfig, target: Target) -> None:
+        self.config = config
+        self.target = target
+        self.clients: ClientPool | None = None
+
+    async def measure(self, index: int, mode: Mode, level: float, tick: Tick) -> LoadPoint:
+        """One point; again with twice the processes while one was saturated (default only)."""
+        config = self.config
+        count = clients_for(mode, level, config.clients)
+        most = count if config.clients is not None else clients_for(mode, level, available_cpus())
+        seed = config.seed + index
+        while True:
+            if count > 1:
+                self.clients = self.clients or ClientPool(self.target)
+                point = await self.clients.run(mode, level, count, seed, tick)
+            else:
+                point = merge(mode, level, [await run_point(self.target, mode, level, seed, tick)])
+            if not point.client_saturated or count >= most or point.duration_s < JUDGE_S:
+                return point
+            # The generator, not the server, may have set the pace: again with more processes.
+            log.info("%s: a client process was busy %.0f%% of the time; again with %d",
+                     label(mode, level), 100 * (point.client_cpu or 0), min(2 * count, most))  # fmt: skip
+            count = min(2 * count, most)
+
+    def close(self) -> None:
+        if self.clients is not None:
+            self.clients.close()
+
+
+async def _bench(config: BenchConfig, progress: Progressed) -> BenchReport:
+    target, pool = await _target(config, progress)
     levels = config.levels()
+    runner = _Points(config, target)
     points: list[LoadPoint] = []
-    for index, (mode, level) in enumerate(levels):
+    try:
+        for index, (mode, level) in enumerate(levels):
 
-        def tick(what: str, fraction: float, index: int = index) -> None:
-            progress(what, (index + min(fraction, 1.0)) / len(levels))
+            def tick(state: Progress, index: int = index, name: str = label(mode, level)) -> None:
+                progress(state.line(name), (index + min(state.fraction, 1.0)) / len(levels))
 
-        if mode == "concurrency":
-            async with new_session(target, int(level)) as session:
-                point = await closed_loop(session, target, int(level), tick)
-        else:
-            async with new_session(target, MAX_IN_FLIGHT) as session:
-                point = await open_loop(session, target, level, config.seed + index, tick)
-        points.append(point)
+            points.append(await runner.measure(index, mode, level, tick))
+    finally:
+        runner.close()
     progress("done", 1.0)
     return BenchReport(
-        url=config.url,
+        url=config.server,
         model=config.model,
         version=config.version,
         inputs=pool.description,
         batch=config.batch,
         warmup_s=config.warmup_s,
         points=tuple(points),
+        protocol=config.protocol,
+        binary=config.binary,
     )

@@ -11,6 +11,13 @@ import numpy as np
 
 Mode = Literal["concurrency", "rate"]
 PERCENTILES = (50, 90, 95, 99)
+SATURATED = 0.9
+"""A client process busy this share of the time may have limited what it measured."""
+
+
+def label(mode: Mode, level: float) -> str:
+    """``concurrency 64`` or ``rate 50/s``."""
+    return f"concurrency {int(level)}" if mode == "concurrency" else f"rate {level:g}/s"
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,11 @@ class LoadPoint:
     """Errors counted by kind: ``HTTP 503``, ``timeout``, ``ClientConnectorError``, ..."""
     error_examples: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Up to three messages per kind."""
+    clients: int = 1
+    """Load-generator processes that shared the point."""
+    client_cpu: float | None = None
+    """CPU seconds per second used by the event-loop thread of the busiest of them. Near 1:
+    the generator, not the server, may have set the pace."""
 
     @property
     def successes(self) -> int:
@@ -67,12 +79,12 @@ class LoadPoint:
         return self.successes / self.duration_s if self.duration_s > 0 else 0.0
 
     @property
+    def client_saturated(self) -> bool:
+        return self.client_cpu is not None and self.client_cpu >= SATURATED
+
+    @property
     def label(self) -> str:
-        return (
-            f"concurrency {int(self.level)}"
-            if self.mode == "concurrency"
-            else f"rate {self.level:g}/s"
-        )
+        return label(self.mode, self.level)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -94,6 +106,16 @@ class BenchReport:
     batch: int
     warmup_s: float
     points: tuple[LoadPoint, ...]
+    protocol: Literal["http", "grpc"] = "http"
+    binary: bool = False
+    """HTTP: tensors in Triton's binary extension rather than JSON."""
+
+    @property
+    def transport(self) -> str:
+        """``HTTP JSON``, ``HTTP binary`` or ``gRPC``."""
+        if self.protocol == "grpc":
+            return "gRPC"
+        return "HTTP binary" if self.binary else "HTTP JSON"
 
     @property
     def errors(self) -> int:

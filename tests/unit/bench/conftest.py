@@ -1,14 +1,23 @@
-"""A fake Open Inference Protocol server on loopback, in a thread, for the load-loop tests."""
+"""A fake Open Inference Protocol server on loopback, in a thread, for the load-loop tests.
+
+Starlette on uvicorn (the serving stack's own dependencies), bound to 127.0.0.1 on a free port.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from aiohttp import web
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
 
 METADATA = {
     "name": "fake",
@@ -21,12 +30,14 @@ METADATA = {
 
 @dataclass
 class Behaviour:
-    """What the fake does: fail every n-th request, sleep, require a token."""
+    """What the fake does: fail every n-th request, sleep, require a token; what it saw."""
 
     fail_every: int = 0
     delay_s: float = 0.0
     token: str | None = None
     infer_paths: list[str] = field(default_factory=list)
+    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    """Headers (lower-case names) and body of the first few infer requests."""
     count: int = 0
 
 
@@ -36,57 +47,64 @@ class FakeServer:
     behaviour: Behaviour
 
 
-def _app(behaviour: Behaviour) -> web.Application:
-    def authorized(request: web.Request) -> bool:
+def _app(behaviour: Behaviour) -> Starlette:
+    def authorized(request: Request) -> bool:
         return behaviour.token is None or (
-            request.headers.get("Authorization") == f"Bearer {behaviour.token}"
+            request.headers.get("authorization") == f"Bearer {behaviour.token}"
         )
 
-    async def metadata(request: web.Request) -> web.Response:
-        if request.match_info["model"] == "moved":  # must not be followed: elsewhere is off limits
-            raise web.HTTPTemporaryRedirect("http://127.0.0.1:9/v2/models/fake")
-        if request.match_info["model"] != "fake":
-            return web.json_response({"error": "unknown model"}, status=404)
+    async def metadata(request: Request) -> Response:
+        if request.path_params["model"] == "moved":  # must not be followed: elsewhere is off limits
+            return RedirectResponse("http://127.0.0.1:9/v2/models/fake", status_code=307)
+        if request.path_params["model"] != "fake":
+            return JSONResponse({"error": "unknown model"}, status_code=404)
         if not authorized(request):
-            return web.json_response({"error": "missing token"}, status=401)
-        return web.json_response(METADATA)
+            return JSONResponse({"error": "missing token"}, status_code=401)
+        return JSONResponse(METADATA)
 
-    async def infer(request: web.Request) -> web.Response:
-        await request.read()
+    async def infer(request: Request) -> Response:
+        body = await request.body()
         behaviour.count += 1
         if len(behaviour.infer_paths) < 5:
-            behaviour.infer_paths.append(request.path)
+            behaviour.infer_paths.append(request.url.path)
+            behaviour.requests.append((dict(request.headers), body))
         if not authorized(request):
-            return web.json_response({"error": "missing token"}, status=401)
+            return JSONResponse({"error": "missing token"}, status_code=401)
         if behaviour.delay_s:
             await asyncio.sleep(behaviour.delay_s)
         if behaviour.fail_every and behaviour.count % behaviour.fail_every == 0:
-            return web.json_response({"error": f"busy #{behaviour.count}"}, status=503)
-        return web.json_response({"model_name": "fake", "outputs": []})
+            return JSONResponse({"error": f"busy #{behaviour.count}"}, status_code=503)
+        return JSONResponse({"model_name": "fake", "outputs": []})
 
-    app = web.Application()
-    app.router.add_get("/v2/models/{model}", metadata)
-    app.router.add_get("/v2/models/{model}/versions/{version}", metadata)
-    app.router.add_post("/v2/models/{model}/infer", infer)
-    app.router.add_post("/v2/models/{model}/versions/{version}/infer", infer)
-    return app
+    return Starlette(
+        routes=[
+            Route("/v2/models/{model}", metadata),
+            Route("/v2/models/{model}/versions/{version}", metadata),
+            Route("/v2/models/{model}/infer", infer, methods=["POST"]),
+            Route("/v2/models/{model}/versions/{version}/infer", infer, methods=["POST"]),
+        ]
+    )
 
 
 @pytest.fixture
 def fake_server() -> Iterator[FakeServer]:
     behaviour = Behaviour()
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(_app(behaviour), access_log=None, shutdown_timeout=0.5)
-    loop.run_until_complete(runner.setup())
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    loop.run_until_complete(site.start())
-    port = runner.addresses[0][1]
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        _app(behaviour), log_level="error", access_log=False, timeout_graceful_shutdown=1
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline and thread.is_alive():
+        time.sleep(0.01)
+    assert server.started, "the fake server did not start"
     try:
         yield FakeServer(f"http://127.0.0.1:{port}", behaviour)
     finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
+        server.should_exit = True
         thread.join(timeout=10)
-        loop.close()
+        sock.close()

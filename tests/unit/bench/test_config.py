@@ -85,3 +85,45 @@ def test_parse_list() -> None:
     for bad in ("", "1,,x", "1.5"):
         with pytest.raises(ConfigError, match="--concurrency"):
             parse_list("--concurrency", bad, int)
+
+
+def test_grpc_protocol_from_the_url_or_the_option() -> None:
+    by_url = BenchConfig(model="m", url="grpc://127.0.0.1:9001")
+    assert by_url.protocol == "grpc" and by_url.grpc_address == "127.0.0.1:9001"
+    assert by_url.server == "grpc://127.0.0.1:9001"
+    default_port = BenchConfig(model="m", protocol="grpc")
+    assert default_port.grpc_address == "127.0.0.1:8001"
+    on_port = BenchConfig(model="m", url="http://10.0.0.5:8000", protocol="grpc", grpc_port=9)
+    assert on_port.grpc_address == "10.0.0.5:9" and on_port.server == "grpc://10.0.0.5:9"
+    assert BenchConfig(model="m", url="grpc://[::1]", protocol=None).grpc_address == "[::1]:8001"
+    http = BenchConfig(model="m", protocol=None, binary=True)
+    assert http.protocol == "http" and http.binary and http.server == http.url
+
+
+@pytest.mark.parametrize(
+    ("fields", "fragment"),
+    [
+        (
+            {"protocol": "grpc", "binary": True},
+            "--binary: Triton's binary tensor extension is HTTP's",
+        ),
+        ({"grpc_port": 9001}, "--grpc-port 9001: only with --protocol grpc"),
+        ({"protocol": "http", "url": "grpc://127.0.0.1:8001"}, "--protocol http: expected an http"),
+        ({"url": "grpc://127.0.0.1:8001", "grpc_port": 8002}, "name different ports"),
+        ({"protocol": "grpc", "url": "https://example.com"}, "gRPC over TLS"),
+        ({"protocol": "quic"}, "--protocol"),
+        ({"grpc_port": 0, "protocol": "grpc"}, "--grpc-port"),
+        ({"clients": 0}, "--clients"),
+        ({"clients": 65}, "--clients"),
+        ({"url": "grpcs://127.0.0.1"}, "--url"),
+    ],
+)
+def test_bad_protocol_settings_name_the_options(fields: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        make_config(**{"model": "m", **fields})
+
+
+def test_check_url_takes_grpc_only_when_asked() -> None:
+    assert check_url("grpc://Host:8001", grpc=True) == "grpc://host:8001"
+    with pytest.raises(ConfigError, match=r"expected http\(s\)://host\[:port\], e.g."):
+        check_url("grpc://host:8001")

@@ -162,3 +162,35 @@ def test_npz_unreadable(tmp_path: Path) -> None:
         build_pool((SPECS[0],), batch=1, data=path)
     with pytest.raises(UserInputError, match=r"absent\.npz"):
         build_pool((SPECS[0],), batch=1, data=tmp_path / "absent.npz")
+
+
+def test_raw_bytes_follow_the_binary_extension() -> None:
+    from inferno.bench.inputs import raw_bytes
+
+    text = np.array(["ab", "ünï"], dtype=object)
+    assert raw_bytes("BYTES", text) == b"\x02\x00\x00\x00ab\x05\x00\x00\x00" + "ünï".encode()
+    values = np.array([[1.0, -2.5]], np.float32)
+    assert raw_bytes("FP32", values) == values.astype("<f4").tobytes()
+    assert raw_bytes("BF16", values) == np.array([0x3F80, 0xC020], "<u2").tobytes()
+    assert raw_bytes("FP16", values.astype(np.float16)) == values.astype("<f2").tobytes()
+    assert raw_bytes("BOOL", np.array([True, False])) == b"\x01\x00"
+    assert raw_bytes("INT64", np.array([1, 2])) == np.array([1, 2], "<i8").tobytes()
+
+
+def test_binary_bodies_parse_as_the_server_reads_them() -> None:
+    from inferno.serving.protocol import parse_infer_request
+
+    pool = build_pool(SPECS, batch=2, seed=0)
+    body, header_length = pool.binary_bodies()[0]
+    request = parse_infer_request(body, str(header_length))
+    assert request.binary_output  # outputs asked in binary as well
+    for spec in SPECS:
+        sent = pool.samples[0][spec.name]
+        got = request.inputs[spec.name].data
+        assert list(got.shape) == list(sent.shape), spec.name
+        if spec.datatype == "BYTES":
+            assert [v.decode() if isinstance(v, bytes) else v for v in got.ravel()] == list(
+                sent.ravel()
+            )
+        else:
+            np.testing.assert_array_equal(got, sent)

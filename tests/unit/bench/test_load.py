@@ -139,3 +139,86 @@ def test_open_loop_counts_requests_cut_off_at_the_end(
     assert point.requests > 0 and point.errors == point.requests
     assert set(point.error_kinds) == {"unfinished"}
     assert point.offered_rps == pytest.approx(point.requests / point.duration_s)
+
+
+@pytest.mark.parametrize("levels", [{"concurrency": (8,)}, {"rates": (400.0,)}])
+def test_max_requests_sends_exactly_that_many(
+    fake_server: FakeServer, levels: dict[str, object]
+) -> None:
+    # No warm-up: every request the server sees is one the report counts (none left in flight).
+    report = run_bench(_config(fake_server, warmup_s=0, duration_s=30, max_requests=50, **levels))
+    (point,) = report.points
+    assert point.requests == 50 and point.errors == 0
+    assert fake_server.behaviour.count == 50
+
+
+def test_binary_extension_reaches_the_server(fake_server: FakeServer) -> None:
+    from inferno.serving.protocol import parse_infer_request
+
+    report = run_bench(_config(fake_server, concurrency=(2,), binary=True, batch=3, warmup_s=0,
+                               max_requests=6, token="t"))  # fmt: skip
+    assert report.points[0].errors == 0 and report.binary and report.transport == "HTTP binary"
+    headers, body = fake_server.behaviour.requests[0]
+    assert headers["content-type"] == "application/octet-stream"
+    assert headers["authorization"] == "Bearer t"
+    request = parse_infer_request(body, headers["inference-header-content-length"])
+    assert request.inputs["x"].data.shape == (3, 4) and request.binary_output
+
+
+def test_json_requests_carry_the_headers(fake_server: FakeServer) -> None:
+    run_bench(_config(fake_server, concurrency=(1,), warmup_s=0, max_requests=2))
+    headers, body = fake_server.behaviour.requests[0]
+    assert headers["content-type"] == "application/json"
+    assert headers["host"] == fake_server.url.removeprefix("http://")
+    assert int(headers["content-length"]) == len(body) and b'"inputs"' in body
+
+
+@pytest.mark.parametrize("levels", [{"concurrency": (6,)}, {"rates": (300.0,)}])
+def test_client_processes_share_a_point(fake_server: FakeServer, levels: dict[str, object]) -> None:
+    report = run_bench(
+        _config(fake_server, clients=2, warmup_s=0, duration_s=30, max_requests=40, **levels)
+    )
+    (point,) = report.points
+    assert point.clients == 2
+    assert point.requests == 40 and point.errors == 0
+    assert fake_server.behaviour.count == 40
+    assert point.client_cpu is not None and point.latency_ms is not None
+
+
+def test_client_processes_count_errors_by_kind(fake_server: FakeServer) -> None:
+    fake_server.behaviour.fail_every = 4
+    report = run_bench(
+        _config(fake_server, clients=2, concurrency=(2,), warmup_s=0, max_requests=40)
+    )
+    (point,) = report.points
+    assert point.requests == 40 and point.errors == 10  # every 4th of the 40 the server saw
+    assert point.error_kinds == {"HTTP 503": 10}
+    assert 1 <= len(point.error_examples["HTTP 503"]) <= 3
+
+
+def test_a_busy_generator_runs_the_point_again_with_more_processes(
+    fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inferno.bench import runner, stats
+
+    monkeypatch.setattr(stats, "SATURATED", 0.0)  # every process counts as saturated
+    monkeypatch.setattr(runner, "JUDGE_S", 0.0)  # however short the point
+    monkeypatch.setattr(runner, "available_cpus", lambda: 2)
+    report = run_bench(_config(fake_server, concurrency=(4,), warmup_s=0, max_requests=20))
+    (point,) = report.points
+    assert point.clients == 2 and point.requests == 20
+    assert fake_server.behaviour.count == 40  # once in this process, once in two
+
+
+def test_given_clients_are_kept_even_when_busy(
+    fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inferno.bench import runner, stats
+
+    monkeypatch.setattr(stats, "SATURATED", 0.0)
+    monkeypatch.setattr(runner, "JUDGE_S", 0.0)
+    monkeypatch.setattr(runner, "available_cpus", lambda: 2)
+    report = run_bench(
+        _config(fake_server, concurrency=(4,), warmup_s=0, max_requests=20, clients=1)
+    )
+    assert report.points[0].clients == 1 and fake_server.behaviour.count == 20

@@ -49,3 +49,21 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     path = tmp_path / "bench.png"
     plot(_report(), path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_title_names_the_transport_and_a_busy_generator_is_noted() -> None:
+    busy = LoadPoint(
+        "concurrency", 64, 100, 0, 1.0, Latency.of([0.002]), clients=2, client_cpu=0.97
+    )
+    idle = LoadPoint("concurrency", 1, 100, 0, 1.0, Latency.of([0.002]), client_cpu=0.2)
+    report = BenchReport("grpc://127.0.0.1:8001", "digits", None, "pixels FP32", 1, 0.5,
+                         (busy, idle), protocol="grpc")  # fmt: skip
+    console = Console(record=True, width=160)
+    console.print(table(report))
+    assert "digits at grpc://127.0.0.1:8001 (gRPC)" in console.export_text()
+    assert notes(report) == [
+        "concurrency 64: the load generator was busy 97% of the time (the busiest of 2 "
+        "processes): it may have limited this point; give it more cores or --clients"
+    ]
+    binary = BenchReport("http://h:1", "m", None, "x", 1, 0.5, (idle,), binary=True)
+    assert binary.transport == "HTTP binary" and _report().transport == "HTTP JSON"

@@ -80,3 +80,21 @@ def test_report_json_round_trip() -> None:
     assert first["error_examples"] == {"HTTP 503": ["busy"]}
     assert second["latency_ms"] is None and second["offered_rps"] == 49.0
     assert report.errors == 20
+
+
+def test_merge_adds_up_the_processes_of_a_point() -> None:
+    from inferno.bench.load import Outcome, merge
+
+    first = Outcome(np.full(90, 0.001), {"HTTP 503": 10}, {"HTTP 503": ["busy", "full"]}, 2.0,
+                    sent=100, cpu_share=0.3)  # fmt: skip
+    second = Outcome(np.full(50, 0.003), {"HTTP 503": 5, "timeout": 1},
+                     {"HTTP 503": ["busy", "gone", "more"], "timeout": ["late"]}, 2.5,
+                     sent=56, cpu_share=0.6)  # fmt: skip
+    point = merge("rate", 60.0, [first, second])
+    assert point.requests == 90 + 50 + 16 and point.errors == 16
+    assert point.error_kinds == {"HTTP 503": 15, "timeout": 1}
+    assert point.error_examples == {"HTTP 503": ("busy", "full", "gone"), "timeout": ("late",)}
+    assert point.duration_s == 2.5 and point.offered_rps == pytest.approx(156 / 2.5)
+    assert point.clients == 2 and point.client_cpu == 0.6
+    assert point.latency_ms is not None and point.latency_ms.max == pytest.approx(3.0)
+    assert merge("concurrency", 4, [first]).offered_rps is None
