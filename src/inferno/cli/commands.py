@@ -223,7 +223,11 @@ def accelerate(
 @app.command()
 def bench(
     model: Annotated[str | None, typer.Argument(help="The served model's name; with --profile: an edge bundle folder, an .onnx file, a student folder or a bundled name.")] = None,
-    url: Annotated[str | None, typer.Option(help="The server, http(s)://host[:port] (default http://127.0.0.1:8000); nothing else is contacted.")] = None,
+    url: Annotated[str | None, typer.Option(help="The server, http(s)://host[:port] (default http://127.0.0.1:8000) or grpc://host[:port]; nothing else is contacted.")] = None,
+    protocol: Annotated[str | None, typer.Option(help="http (default) or grpc: Triton's ModelInfer RPC on --grpc-port (needs the [grpc] extra); a grpc:// --url implies grpc.")] = None,
+    binary: Annotated[bool, typer.Option("--binary", help="HTTP: tensors in Triton's binary tensor extension instead of JSON.")] = False,
+    grpc_port: Annotated[int | None, typer.Option(help="With --protocol grpc and an http(s) --url: the server's gRPC port (default 8001).")] = None,
+    clients: Annotated[int | None, typer.Option(help="Load-generator processes sharing each level, results merged (default: one per 128 connections or 5,000 req/s, at most one per core this command may use; a level where one was busy all along runs again with twice as many).")] = None,
     version: Annotated[str | None, typer.Option(help="Model version (default: the server's choice).")] = None,
     concurrency: Annotated[str | None, typer.Option(help="Closed-loop levels: requests outstanding, e.g. 1,16,64.")] = None,
     rate: Annotated[str | None, typer.Option(help="Open-loop Poisson rates in requests/s, e.g. 50,100 (alone: only these).")] = None,
@@ -259,7 +263,9 @@ def bench(
         return
     if profile or threads is not None or memory_mb is not None or cpu_quota is not None:
         server_only = {"--url": url, "--version": version, "--concurrency": concurrency, "--rate": rate,
-                       "--max-requests": max_requests, "--text": text, "--token": token, "--plot": plot}
+                       "--max-requests": max_requests, "--text": text, "--token": token, "--plot": plot,
+                       "--protocol": protocol, "--binary": binary or None, "--grpc-port": grpc_port,
+                       "--clients": clients}
         _bench_profiles(model, profile or [], threads=threads, memory_mb=memory_mb, cpu_quota=cpu_quota,
                         batch=batch, duration=duration, warmup=warmup, data=data, as_json=as_json,
                         server_only=[flag for flag, value in server_only.items() if value is not None])
@@ -269,7 +275,9 @@ def bench(
     settings: dict[str, Any] = {"model": model, "url": url or "http://127.0.0.1:8000", "version": version,
                                 "duration_s": 10.0 if duration is None else duration,
                                 "warmup_s": 2.0 if warmup is None else warmup, "max_requests": max_requests,
-                                "batch": batch, "data": data, "text": text, "timeout_s": timeout, "token": token}
+                                "batch": batch, "data": data, "text": text, "timeout_s": timeout, "token": token,
+                                "protocol": _protocol(protocol), "binary": binary, "grpc_port": grpc_port,
+                                "clients": clients}
     if concurrency is not None:
         settings["concurrency"] = parse_list("--concurrency", concurrency, int)
     if rate is not None:
@@ -289,6 +297,17 @@ def bench(
         err.print(line, markup=False, highlight=False, soft_wrap=True)
     if plot is not None:
         out.print(f"plot saved to {plot}")
+
+
+def _protocol(value: str | None) -> str | None:
+    """``--protocol``: http or grpc (any case); None lets the URL decide."""
+    from inferno.errors import ConfigError
+
+    if value is None:
+        return None
+    if value.lower() not in ("http", "grpc"):
+        raise ConfigError(f"--protocol: expected http or grpc, got {value!r}")
+    return value.lower()
 
 
 def _bench_profiles(model: str | None, names: list[str], *, threads: int | None, memory_mb: int | None,
