@@ -51,7 +51,7 @@ def metadata_path(model: str, version: str | None) -> str:
 
 def unreachable(url: str, exc: BaseException) -> str:
     """The one line for a server that does not answer: ``cannot reach URL: why — hint``."""
-    os_error = getattr(exc, "os_error", exc)  # aiohttp wraps the OSError, asyncio raises it
+    os_error = getattr(exc, "os_error", exc)  # a wrapped OSError (client libraries), or the OSError
     if isinstance(os_error, ConnectionRefusedError):
         why = "connection refused"
     elif isinstance(exc, asyncio.TimeoutError):
