@@ -99,6 +99,7 @@ class InfernoApp:
         self.grpc_port: int | None = None
         """The port gRPC listens on once started (``config.grpc_port`` 0 picks one); None: off."""
         self._grpc: Any = None
+        self._grpc_stopping: asyncio.Future[None] | None = None
         self.metrics = ServingMetrics(PROTOCOLS if config.grpc_port is not None else ("http",))
         self.manager = ModelManager(config, self.metrics)
         self.ready = False
@@ -151,13 +152,20 @@ class InfernoApp:
             self, self.config.host, self.config.grpc_port,
             max_receive_bytes=self.config.max_body_bytes, max_send_bytes=self.config.response_limit)
 
+    def begin_shutdown(self) -> None:
+        """Stop taking new requests on gRPC at the moment HTTP stops accepting connections
+        (the server calls this first); in-flight RPCs have the graceful timeout to finish."""
+        self.ready = False
+        if self._grpc is not None and self._grpc_stopping is None:
+            self._grpc_stopping = asyncio.ensure_future(self._grpc.stop(self.config.graceful_timeout_s))
+
     async def shutdown(self) -> None:
         """Finish accepted requests, then free the models."""
-        self.ready = False
+        self.begin_shutdown()
         if self._startup is not None and not self._startup.done():
             self._startup.cancel()
-        if self._grpc is not None:  # drains its in-flight RPCs, as uvicorn did for HTTP
-            await self._grpc.stop(self.config.graceful_timeout_s)
+        if self._grpc_stopping is not None:  # its in-flight RPCs drained, as uvicorn did for HTTP
+            await self._grpc_stopping
         await self.manager.close()
 
     # -- ASGI ----------------------------------------------------------------------------------

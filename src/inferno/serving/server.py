@@ -41,6 +41,19 @@ def _uvicorn_config(app: InfernoApp, config: ServeConfig) -> uvicorn.Config:
     )
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the app when it stops accepting: gRPC then stops too, and both
+    protocols drain together instead of gRPC taking new work while HTTP drains."""
+
+    def __init__(self, config: uvicorn.Config, app: InfernoApp) -> None:
+        super().__init__(config)
+        self.app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.app.begin_shutdown()
+        await super().shutdown(sockets)
+
+
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket; a clear error when the address is taken."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -61,7 +74,7 @@ def serve(config: ServeConfig) -> None:
     raise_open_files_limit(config.max_connections)
     app = InfernoApp(config)
     sock = bind(config.host, config.port)
-    server = uvicorn.Server(_uvicorn_config(app, config))
+    server = _Server(_uvicorn_config(app, config), app)
     # uvicorn drains, then re-raises the signal against the handlers it found: make those a
     # clean exit, so a graceful stop ends with status 0 rather than "killed by SIGTERM".
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -102,7 +115,7 @@ class ServerThread:
         self._sock = bind(config.host, config.port)
         self.port: int = self._sock.getsockname()[1]
         self.url = f"http://{config.host}:{self.port}"
-        self._server = uvicorn.Server(_uvicorn_config(self.app, config))
+        self._server = _Server(_uvicorn_config(self.app, config), self.app)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
                                         name="inferno-server", daemon=True)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import queue
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -82,6 +83,14 @@ def _wait_queued(server: Server, depth: int, model: str = "digits") -> None:
         time.sleep(0.01)
 
 
+def _accepts(server: Server) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", server.thread.port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
 class _Background:
     """One gRPC infer in a thread; ``result()`` is its answer or its exception."""
 
@@ -95,6 +104,9 @@ class _Background:
             self._answer.put((call(), None))
         except BaseException as exc:
             self._answer.put((None, exc))
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
 
     def result(self) -> Any:
         value, error = self._answer.get(timeout=60)
@@ -294,6 +306,29 @@ def test_stopping_the_server_lets_an_in_flight_grpc_request_finish(model_reposit
         with pytest.raises(InferenceServerException) as info:
             _client(server).is_server_live(client_timeout=5)
         assert str(info.value.status()) in ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED")
+
+
+def test_grpc_stops_taking_requests_when_http_does(model_repository: Path) -> None:
+    # gRPC used to accept new requests while HTTP drained, only stopping after it
+    room = {**ONE_SLOT, "max_queue_size": 2}  # room in the queue: a refusal is not "queue full"
+    with running(model_repository, models=("digits",), server={"grpc_port": 0}, **room) as server:
+        pixels = digits_pixels(8, seed=9)
+        server.client().infer("digits", digits_inputs(pixels))  # a full batch: the next waits for one
+        in_flight = _Background(lambda: server.client().infer("digits", digits_inputs(pixels[:1])))
+        _wait_queued(server, 1)
+        stopping = threading.Thread(target=server.thread.stop, daemon=True)
+        stopping.start()  # the HTTP request holds the drain for up to its batch delay
+        deadline = time.monotonic() + 20
+        while _accepts(server):  # HTTP has stopped accepting: the drain has begun
+            assert time.monotonic() < deadline, "the server never began to stop"
+            time.sleep(0.01)
+        assert not in_flight.done(), "the drain must still be holding the HTTP request"
+        with pytest.raises(InferenceServerException) as info:
+            _client(server).infer("digits", _digits(pixels[:1]), client_timeout=10)
+        assert str(info.value.status()) == "StatusCode.UNAVAILABLE", info.value
+        assert "queue full" not in info.value.message()
+        assert in_flight.result().as_numpy("probabilities").shape == (1, 10)
+        stopping.join(timeout=60)
 
 
 # -- 6. hot swap --------------------------------------------------------------------------------
