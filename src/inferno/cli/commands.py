@@ -62,7 +62,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     grpc_port: Annotated[int | None, typer.Option(help="Triton's gRPC service on this port (0: off; default "
-                                                       "8001 when the [grpc] extra is installed).")] = None,
+                                                       "8001 when the \\[grpc] extra is installed).")] = None,
     repository: Annotated[Path, typer.Option(help="Repository for a bundled model name.")] = Path("model_repository"),
     token: Annotated[str | None, typer.Option(help="Bearer token for all but health endpoints "
                                                    "(or INFERNO_SERVE_TOKEN).")] = None,
@@ -224,7 +224,7 @@ def accelerate(
 def bench(
     model: Annotated[str | None, typer.Argument(help="The served model's name; with --profile: an edge bundle folder, an .onnx file, a student folder or a bundled name.")] = None,
     url: Annotated[str | None, typer.Option(help="The server, http(s)://host[:port] (default http://127.0.0.1:8000) or grpc://host[:port]; nothing else is contacted.")] = None,
-    protocol: Annotated[str | None, typer.Option(help="http (default) or grpc: Triton's ModelInfer RPC on --grpc-port (needs the [grpc] extra); a grpc:// --url implies grpc.")] = None,
+    protocol: Annotated[str | None, typer.Option(help="http (default) or grpc: Triton's ModelInfer RPC on --grpc-port (needs the \\[grpc] extra); a grpc:// --url implies grpc.")] = None,
     binary: Annotated[bool, typer.Option("--binary", help="HTTP: tensors in Triton's binary tensor extension instead of JSON.")] = False,
     grpc_port: Annotated[int | None, typer.Option(help="With --protocol grpc and an http(s) --url: the server's gRPC port (default 8001).")] = None,
     clients: Annotated[int | None, typer.Option(help="Load-generator processes sharing each level, results merged (default: one per 128 connections or 5,000 req/s, at most one per core this command may use; a level where one was busy all along runs again with twice as many).")] = None,
