@@ -14,9 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper
 
 from inferno import repository
 from inferno.errors import ModelLoadError
@@ -28,15 +26,7 @@ PROBE = "inferno_trust_probe"
 """A module a hostile plan names: importing it writes ``imported.txt`` next to it."""
 
 
-def tiny() -> onnx.ModelProto:
-    graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])], "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+tiny = plans.relu
 
 
 def edit(folder: Path, **changes: Any) -> None:

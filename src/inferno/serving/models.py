@@ -77,6 +77,7 @@ class ServedVersion:
         self.max_batch_size = config.max_batch_size or default_max_batch(pipelines[0].runner.device)
         """The configured batch limit, or the plan device's default (GPU plans batch larger)."""
         self.pipelines = pipelines
+        self._outputs = {t.name: t for t in pipelines[0].outputs}
         self.plan: Plan = pipelines[0].runner.plan
         self.cache = ResponseCache(config.cache_bytes) if config.cache_bytes else None
         bound = metrics.bind(name, self.version, runtime=self.plan.runtime, provider=self.provider,
@@ -153,10 +154,9 @@ class ServedVersion:
         """The fewest bytes the response to ``work`` can take, from the output shapes alone:
         ``itemsize`` per element in binary, 2 per element in JSON (a digit and a comma)."""
         pipeline = self.pipelines[0]
-        metas = {t.name: t for t in pipeline.outputs}
         total = 0
         for out in work.outputs:
-            meta = metas.get(out.name)
+            meta = self._outputs.get(out.name)
             if meta is None or meta.datatype == "BYTES":
                 continue
             axis = pipeline.batch_axes.get(out.name, 0)

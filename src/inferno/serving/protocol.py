@@ -150,11 +150,7 @@ def input_tensor(name: Any, datatype: Any, shape: Any, *, raw: bytes | None = No
     if not isinstance(name, str) or not name:
         raise UserInputError(f"input name: expected a non-empty string, got {name!r}")
     where = f"input {name!r}"
-    if not isinstance(datatype, str) or datatype not in DATATYPES:
-        raise UserInputError(f"{where}: expected a datatype among {', '.join(DATATYPES)}, got {datatype!r}")
-    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-        raise UserInputError(f"{where}: expected 'shape' as a list of integers >= 0, got {shape!r}")
-    count = math.prod(shape)
+    datatype, shape, count = _checked(where, datatype, shape)
     if raw is not None:
         array = _from_binary(raw, datatype, count, where)
     elif values is not None:
@@ -182,13 +178,7 @@ def _input(raw: Any, index: int, binary: bytes, offset: int) -> tuple[InputTenso
     if not isinstance(name, str) or not name:
         raise UserInputError(f"inputs[{index}].name: expected a non-empty string, got {name!r}")
     where = f"input {name!r}"
-    datatype = raw.get("datatype")
-    if not isinstance(datatype, str) or datatype not in DATATYPES:  # a dict or list is unhashable
-        raise UserInputError(f"{where}: expected a datatype among {', '.join(DATATYPES)}, got {datatype!r}")
-    shape = raw.get("shape")
-    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-        raise UserInputError(f"{where}: expected 'shape' as a list of integers >= 0, got {shape!r}")
-    count = math.prod(shape)
+    datatype, shape, count = _checked(where, raw.get("datatype"), raw.get("shape"))
     params = _parameters(raw.get("parameters"), where)
     size = params.get("binary_data_size")
     if size is not None:
@@ -208,6 +198,15 @@ def _input(raw: Any, index: int, binary: bytes, offset: int) -> tuple[InputTenso
     else:
         raise UserInputError(f"{where}: expected 'data' or parameters.binary_data_size, got neither")
     return InputTensor(name, datatype, tuple(shape), array.reshape(shape)), offset
+
+
+def _checked(where: str, datatype: Any, shape: Any) -> tuple[str, list[int], int]:
+    """A tensor's datatype and shape, checked; and its element count."""
+    if not isinstance(datatype, str) or datatype not in DATATYPES:  # a dict or list is unhashable
+        raise UserInputError(f"{where}: expected a datatype among {', '.join(DATATYPES)}, got {datatype!r}")
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        raise UserInputError(f"{where}: expected 'shape' as a list of integers >= 0, got {shape!r}")
+    return datatype, shape, math.prod(shape)
 
 
 def _from_binary(chunk: bytes, datatype: str, count: int, where: str) -> np.ndarray:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -39,16 +40,6 @@ class ConnectionLimits:
     body_timeout_s: float
 
 
-def _raw_response(status: str, message: str, extra: bytes = b"") -> bytes:
-    body = error_body(message)
-    return (f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n".encode() + extra
-            + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode() + body)
-
-
-_FULL = _raw_response("503 Service Unavailable", "connections: every open connection has a request in flight; "
-                      "retry shortly", b"retry-after: 1\r\n")
-
-
 Headers = list[tuple[bytes, bytes]]
 Admission = Callable[[bytes, bytes, Headers], tuple[bytes, bytes] | None]
 """``(method, raw URL, headers) →`` the whole HTTP response to send now, framed for a
@@ -61,17 +52,23 @@ def guarded_protocol(limits: ConnectionLimits, admission: Admission | None = Non
                 {"limits": limits, "admission": staticmethod(admission) if admission else None})
 
 
-_REASONS = {400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found", 503: b"Service Unavailable"}
-
-
 def frame(status: int, body: bytes, headers: Headers, keep_alive: bool) -> bytes:
     """A whole HTTP/1.1 response, as bytes."""
-    lines = [b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, b"Error"))]
+    lines = [b"HTTP/1.1 %d %s" % (status, HTTPStatus(status).phrase.encode())]
     lines += [name + b": " + value for name, value in headers]
     lines.append(b"content-length: %d" % len(body))
     if not keep_alive:
         lines.append(b"connection: close")
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def _closing_error(status: int, message: str, extra: Headers | None = None) -> bytes:
+    """A JSON error answer, for a connection closed right after it."""
+    return frame(status, error_body(message), [(b"content-type", b"application/json"), *(extra or [])], False)
+
+
+_FULL = _closing_error(503, "connections: every open connection has a request in flight; retry shortly",
+                       [(b"retry-after", b"1")])
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -127,8 +124,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         # what the parser refused (raw non-ASCII in the target, a broken request line), as JSON
         # like every other refusal; uvicorn's own answer is text/plain
-        self.transport.write(_raw_response("400 Bad Request", f"request: expected valid HTTP/1.1, got an "
-                                                              f"invalid request ({msg.rstrip('.')})"))
+        self.transport.write(_closing_error(400, f"request: expected valid HTTP/1.1, got an "
+                                                 f"invalid request ({msg.rstrip('.')})"))
         self.transport.close()
 
     # -- request deadlines ---------------------------------------------------------------------
@@ -206,10 +203,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _headers_late(self) -> None:
         if not self.transport.is_closing():
-            self.transport.write(_raw_response(
-                "408 Request Timeout",
+            self.transport.write(_closing_error(
+                408,
                 f"request headers: expected complete within {self.limits.header_timeout_s:g} s of the "
-                f"request's first byte, got less"))
+                "request's first byte, got them still incomplete"))
             self.transport.close()
 
     def _body_late(self) -> None:

@@ -38,6 +38,16 @@ def _model(graph: onnx.GraphProto, opset: int = 17) -> onnx.ModelProto:
     return model
 
 
+def relu() -> onnx.ModelProto:
+    """The smallest servable graph: y = Relu(x), x and y [batch, 2]."""
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
+    )
+    return _model(graph)
+
+
 def pad32() -> onnx.ModelProto:
     nodes = []
     last = "x"

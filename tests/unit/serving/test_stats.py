@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper
 
 from inferno.monitoring.metrics import ServingMetrics
 from inferno.serving.batcher import BatchRecord, DynamicBatcher
@@ -203,14 +202,7 @@ def test_a_served_version_reports_one_accounting(tmp_path: Path) -> None:
 
     from . import plans
 
-    graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])], "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    folder = plans.write_plan(tmp_path, "tiny", model)
+    folder = plans.write_plan(tmp_path, "tiny", plans.relu())
     served = ServedVersion.build("tiny", 1, folder, ModelServeConfig(instances=2), ServingMetrics())
     sizes = [1, 2, 3, 1, 4, 2]
 
