@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from inferno._version import __version__
 
 __all__ = [
     "AccelerateConfig",
@@ -31,9 +31,9 @@ __all__ = [
 _LAZY = {
     "accelerate": "inferno.tuning.accelerate",
     "Report": "inferno.tuning.report",
-    "load_plan": "inferno.plan",
-    "Plan": "inferno.plan",
-    "PlanRunner": "inferno.plan",
+    "load_plan": "inferno.repository.plan",
+    "Plan": "inferno.repository.plan",
+    "PlanRunner": "inferno.repository.plan",
     "AccelerateConfig": "inferno.config",
     "Budget": "inferno.config",
     "InfernoError": "inferno.errors",
@@ -42,8 +42,8 @@ _LAZY = {
     "load_edge": "inferno.edge.cascade",
     "CloudClient": "inferno.edge.cloud",
     "run_profile": "inferno.edge.profiles",
-    "distill": "inferno.passes.distill",
-    "prune": "inferno.passes.prune",
+    "distill": "inferno.students.distill",
+    "prune": "inferno.students.prune",
 }
 
 if TYPE_CHECKING:
@@ -53,9 +53,9 @@ if TYPE_CHECKING:
     from inferno.edge.cloud import CloudClient
     from inferno.edge.profiles import run_profile
     from inferno.errors import InfernoError
-    from inferno.passes.distill import distill
-    from inferno.passes.prune import prune
-    from inferno.plan import Plan, PlanRunner, load_plan
+    from inferno.repository.plan import Plan, PlanRunner, load_plan
+    from inferno.students.distill import distill
+    from inferno.students.prune import prune
     from inferno.tuning.accelerate import accelerate
     from inferno.tuning.report import Report
 

@@ -16,8 +16,8 @@ from inferno.models.loaders import load_model
 from inferno.models.model import Model
 from inferno.models.student import read_student_info
 from inferno.passes._io import cpu_session
-from inferno.passes.distill import distill
-from inferno.passes.prune import prune, prune_state
+from inferno.students.distill import distill
+from inferno.students.prune import prune, prune_state
 
 torch = pytest.importorskip("torch")
 

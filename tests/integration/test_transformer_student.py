@@ -15,9 +15,9 @@ import pytest
 from inferno.models.loaders import load_model
 from inferno.models.model import EvalData, Model
 from inferno.passes._io import cpu_session
-from inferno.passes.distill import distill
-from inferno.passes.prune import prune
-from inferno.passes.transformer_student import layer_student
+from inferno.students.distill import distill
+from inferno.students.prune import prune
+from inferno.students.transformer_student import layer_student
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")

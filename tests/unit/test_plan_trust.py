@@ -18,7 +18,7 @@ import pytest
 
 from inferno import repository
 from inferno.errors import ModelLoadError
-from inferno.plan import Plan, PlanRunner, load_plan
+from inferno.repository.plan import Plan, PlanRunner, load_plan
 
 from .serving import plans
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from inferno import __version__
+from inferno._version import __version__
 
 Failure = tuple[str, str]
 """``(kind, message)`` of a request that did not succeed, e.g. ``("HTTP 503", "queue full")``."""

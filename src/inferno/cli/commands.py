@@ -380,10 +380,10 @@ def monitor(
     as_json: Annotated[bool, typer.Option("--json", help="With --once: print the drift documents as JSON.")] = False,
 ) -> None:
     """Watch drift on a running server: a live table per model version, and scores over time."""
-    from inferno.bench.watch import History, Poller, make_config, table, watch
-    from inferno.bench.watch import plot as draw
     from inferno.config import serve_token
     from inferno.errors import ConfigError, UserInputError
+    from inferno.monitoring.view import History, Poller, make_config, table, watch
+    from inferno.monitoring.view import plot as draw
 
     config = make_config(url=url, models=tuple(model or ()), interval_s=interval, duration_s=duration,
                          plot=plot, token=token or serve_token())

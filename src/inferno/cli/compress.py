@@ -34,7 +34,7 @@ def distill(
     as_json: JsonOption = False,
 ) -> None:
     """Distill TEACHER into a smaller student trained on its soft outputs; print teacher vs student."""
-    from inferno.passes.distill import distill as run
+    from inferno.students.distill import distill as run
 
     _make(teacher, "distill", out_dir, as_json,
           lambda model, folder, progress: run(model, student, folder, epochs=epochs,
@@ -60,7 +60,7 @@ def prune(
 ) -> None:
     """Prune TEACHER (structured or unstructured), fine-tune it; print teacher vs student."""
     from inferno.errors import ConfigError
-    from inferno.passes.prune import prune as run
+    from inferno.students.prune import prune as run
 
     if ratio is not None and sparsity is not None:
         raise ConfigError(f"prune: expected --ratio (structured) or --sparsity (unstructured), "

@@ -34,13 +34,13 @@ from typing import Any
 
 import numpy as np
 
-import inferno
+from inferno._version import __version__
 from inferno.config import Budget
 from inferno.errors import ConfigError, ModelLoadError
 from inferno.models.model import Model
 from inferno.models.zoo.cache import sha256_file
-from inferno.plan import Plan
 from inferno.repository import MODEL_FILE
+from inferno.repository.plan import Plan
 from inferno.tuning.recipes import RECIPES
 from inferno.tuning.report import Report
 from inferno.tuning.variants import model_kind
@@ -254,7 +254,7 @@ def _manifest(model: Model, plan: Plan, report: Report, model_file: str, model_f
         "measured": {"latency_ms_p50": plan.latency_ms_p50, "throughput_per_s": plan.throughput_per_s,
                      "batch_size": plan.batch_size, "threads": threads, "hardware": report.hardware.get("cpu", {})},
         "requires": ["onnxruntime", "numpy"] + (["tokenizers"] if model.is_text else []),
-        "inferno_version": inferno.__version__,
+        "inferno_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 

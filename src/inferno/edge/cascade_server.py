@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 import uvicorn
 
-from inferno import __version__
+from inferno._version import __version__
 from inferno.edge.cascade import Cascade
 from inferno.edge.cloud import CloudClient
 from inferno.errors import (

@@ -159,7 +159,7 @@ def write_student(folder: Path, *, teacher: str, method: str, family: str,
         missing = [n for n in (MODEL_FILE, WEIGHTS_FILE) if not (staging / n).is_file()]
         if missing:
             raise ConfigError(f"student {folder}: the {method} step wrote no {', '.join(missing)}")
-        from inferno import __version__  # the package root: imported lazily to keep layers
+        from inferno._version import __version__
 
         info = StudentInfo(
             folder=folder, teacher=teacher, method=method, family=family,

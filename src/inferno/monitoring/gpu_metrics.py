@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from inferno.power import GpuReading, gpu_readings
+from inferno.hardware.power import GpuReading, gpu_readings
 
 _LABELS = ("gpu", "gpu_uuid")
 

@@ -23,8 +23,8 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from inferno.hardware.power import gpu_readings
 from inferno.monitoring.gpu_metrics import GpuCollector
-from inferno.power import gpu_readings
 
 if TYPE_CHECKING:
     from inferno.monitoring.drift import Verdict

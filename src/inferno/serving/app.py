@@ -21,7 +21,8 @@ from typing import Any
 
 import orjson
 
-from inferno import __version__, repository
+from inferno import repository
+from inferno._version import __version__
 from inferno.errors import (
     InfernoError,
     MissingExtraError,
@@ -35,7 +36,7 @@ from inferno.monitoring.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from inferno.monitoring.metrics import PROTOCOLS, ServingMetrics
 from inferno.monitoring.profile import PROFILE_FILE
 from inferno.serving.config import ServeConfig
-from inferno.serving.models import (
+from inferno.serving.manager import (
     CANONICAL_VERSION,
     ModelManager,
     ModelUnavailableError,

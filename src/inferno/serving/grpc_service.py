@@ -30,7 +30,7 @@ import grpc
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
-from inferno import __version__
+from inferno._version import __version__
 from inferno.errors import ConfigError, InfernoError, ServiceUnavailableError, UserInputError
 from inferno.serving.protocol import (
     DATATYPES,

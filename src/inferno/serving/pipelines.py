@@ -27,7 +27,7 @@ from inferno.errors import ModelLoadError, UserInputError
 from inferno.models.signature import Signature, TensorSpec
 from inferno.models.text import TextPreprocessor
 from inferno.monitoring.profile import ReferenceProfile
-from inferno.plan import PlanRunner
+from inferno.repository.plan import PlanRunner
 from inferno.serving.protocol import InferRequest, OutputTensor, RequestedOutput, datatype_of
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-import inferno
+from inferno._version import __version__
 from inferno.config import AccelerateConfig, describe_validation_error
 from inferno.errors import ConfigError, InfernoError
 from inferno.hardware import HardwareInfo, detect
@@ -496,7 +496,7 @@ def _report(model: Model, cfg: AccelerateConfig, hardware: HardwareInfo, inputs:
                     "labels": inputs.labels is not None, **_shapes(model)},
         reference=ref, hardware=hardware.to_dict(), baseline=baseline, variants=tuple(measured),
         chosen=chosen, skipped=skipped, duration_s=time.perf_counter() - started,
-        inferno_version=inferno.__version__, device=cfg.device, notes=tuple(notes), timing=timing,
+        inferno_version=__version__, device=cfg.device, notes=tuple(notes), timing=timing,
     )
 
 
@@ -530,7 +530,7 @@ def _plan_notes(report: Report) -> tuple[str, ...]:
 def _fill(staging: Path, final: Path, model: Model, variant: Variant, report: Report,
           cfg: AccelerateConfig, step: _Counter) -> None:
     from inferno.models.zoo.cache import sha256_file
-    from inferno.plan import Plan
+    from inferno.repository.plan import Plan
 
     report = _published(report, final)
     shutil.copyfile(variant.path, staging / MODEL_FILE)
@@ -546,7 +546,7 @@ def _fill(staging: Path, final: Path, model: Model, variant: Variant, report: Re
         metrics=c.metrics, within_budget=c.within_budget, budget=report.budget,
         objective=cfg.objective, batch_size=cfg.batch_size, throughput_per_s=c.throughput_per_s,
         latency_ms_p50=c.latency_ms_p50, source=model.source,
-        model_sha256=sha256_file(staging / MODEL_FILE), inferno_version=inferno.__version__,
+        model_sha256=sha256_file(staging / MODEL_FILE), inferno_version=__version__,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         notes=_plan_notes(report), requested_provider=c.requested_provider,
         shapes=report.evaluation["shapes"],
@@ -562,7 +562,7 @@ def _fill(staging: Path, final: Path, model: Model, variant: Variant, report: Re
 def _profile(folder: Path, model: Model) -> None:
     """Write the reference profile: the saved plan's own outputs on the calibration data."""
     from inferno.monitoring.profile import build_profile
-    from inferno.plan import PlanRunner
+    from inferno.repository.plan import PlanRunner
 
     data = model.calibration_data.take(PROFILE_SAMPLES)
     runner = PlanRunner(folder, trust=True)  # this run wrote the plan, from the source it loaded itself

@@ -143,7 +143,7 @@ def energy_per_inference(runtime: Runtime, batches: Sequence[Feeds], device: str
     averaged over about a second, energy counters tick coarsely), inside an ``EnergyMeter``
     for the device. (None, None) at once when the device reports no energy here.
     """
-    from inferno.power import MIN_ENERGY_WINDOW_S, EnergyMeter
+    from inferno.hardware.power import MIN_ENERGY_WINDOW_S, EnergyMeter
 
     if not EnergyMeter.available(device):
         return None, None

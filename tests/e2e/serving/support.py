@@ -15,7 +15,7 @@ import tritonclient.http as httpclient
 from prometheus_client.parser import text_string_to_metric_families
 
 from inferno.serving import ModelServeConfig, ServeConfig, ServerThread
-from inferno.serving.models import ModelManager
+from inferno.serving.manager import ModelManager
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inferno.plan import PlanRunner
+from inferno.repository.plan import PlanRunner
 from inferno.serving.pipelines import TextPipeline, Work, build_pipeline
 from inferno.serving.protocol import RequestedOutput
 

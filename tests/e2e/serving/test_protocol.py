@@ -13,7 +13,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 import inferno
-from inferno.plan import PlanRunner
+from inferno.repository.plan import PlanRunner
 from inferno.serving import ModelServeConfig
 
 from .support import SENTENCES, Server, digits_inputs, digits_pixels, running, text_inputs

@@ -8,10 +8,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from inferno.hardware.power import GpuReading
 from inferno.monitoring import metrics as metrics_module
 from inferno.monitoring.gpu_metrics import GpuCollector
 from inferno.monitoring.metrics import ServingMetrics
-from inferno.power import GpuReading
 
 A100 = GpuReading(index=0, name="A100", uuid="GPU-aaaa", utilization=0.37,
                   memory_used_bytes=3 * 2**30, memory_total_bytes=40 * 2**30,

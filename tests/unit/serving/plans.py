@@ -24,7 +24,7 @@ from inferno import repository
 from inferno.models.model import tensor_preprocessor
 from inferno.models.signature import Signature
 from inferno.monitoring.profile import build_profile
-from inferno.plan import Plan
+from inferno.repository.plan import Plan
 
 SEQUENCE = 512
 SAMPLE_RATE = 16000

@@ -16,10 +16,10 @@ import pytest
 
 from inferno.errors import ModelLoadError, UnknownModelError, UserInputError
 from inferno.monitoring.metrics import ServingMetrics
-from inferno.plan import PlanRunner
+from inferno.repository.plan import PlanRunner
 from inferno.serving import ModelServeConfig, ServeConfig
 from inferno.serving.app import InfernoApp
-from inferno.serving.models import ModelManager, ModelUnavailableError, ServedVersion, warm_up
+from inferno.serving.manager import ModelManager, ModelUnavailableError, ServedVersion, warm_up
 from inferno.serving.pipelines import TensorPipeline, Work
 from inferno.serving.protocol import InferRequest, InputTensor, datatype_of
 

@@ -197,7 +197,7 @@ def test_a_served_version_reports_one_accounting(tmp_path: Path) -> None:
     """Real pipelines (a tiny graph on ONNX Runtime, two instances) behind the real batcher:
     one request at a time, so each batch holds one request and the identity is exact."""
     from inferno.serving import ModelServeConfig
-    from inferno.serving.models import ServedVersion
+    from inferno.serving.manager import ServedVersion
     from inferno.serving.protocol import InferRequest, InputTensor
 
     from . import plans

@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from inferno.bench.watch import (
+from inferno.cli import main
+from inferno.errors import ConfigError, UserInputError
+from inferno.monitoring.view import (
     MAX_POLLS,
     Drift,
     History,
@@ -30,8 +32,6 @@ from inferno.bench.watch import (
     table,
     view,
 )
-from inferno.cli import main
-from inferno.errors import ConfigError, UserInputError
 
 TOKEN = "s3cret"
 PNG = b"\x89PNG\r\n\x1a\n"

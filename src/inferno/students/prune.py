@@ -29,11 +29,10 @@ import numpy as np
 from inferno.errors import ConfigError
 from inferno.models.model import Model
 from inferno.models.student import ProgressFn, check_target
-from inferno.passes.distill import (
+from inferno.students.distill import (
     check_epochs,
     check_family,
     save_student,
-    text_student,
     train_student,
 )
 
@@ -144,7 +143,9 @@ def prune(teacher: Model, out: Path, *, ratio: float | None = None,
             raise ConfigError(f"prune '{teacher.name}': a text model takes --heads and --ffn, "
                               f"not --ratio or --sparsity")
         shares = {k: v for k, v in (("heads", heads), ("ffn", ffn)) if v is not None}
-        return text_student("prune_text")(teacher, out, epochs=epochs, progress=progress, **shares)
+        from inferno.students.transformer_student import prune_text  # torch: imported on use
+
+        return prune_text(teacher, out, epochs=epochs, progress=progress, **shares)
     if heads is not None or ffn is not None:
         raise ConfigError(f"prune '{teacher.name}': --heads and --ffn are for transformers; "
                           f"expected --ratio or --sparsity")

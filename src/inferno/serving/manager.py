@@ -37,7 +37,7 @@ from inferno.monitoring.metrics import ServingMetrics
 from inferno.monitoring.monitor import Monitor, MonitorSettings
 from inferno.monitoring.predlog import PredictionLog
 from inferno.monitoring.profile import PROFILE_FILE, ReferenceProfile
-from inferno.plan import Plan, PlanRunner
+from inferno.repository.plan import Plan, PlanRunner
 from inferno.serving.batcher import DynamicBatcher
 from inferno.serving.cache import ResponseCache, cache_key
 from inferno.serving.config import ModelServeConfig, ServeConfig, default_max_batch

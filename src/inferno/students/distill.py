@@ -5,7 +5,7 @@
 teacher's ``calibration`` samples, with the shift augmentation the teacher had) against the
 teacher's logits softened at a temperature ``T`` (KL divergence, scaled by ``T²``) plus a
 weighted cross-entropy on the hard labels, then writes ``model.onnx``, ``weights.pt`` and ``student.json`` with the measured
-comparison (``student_measure.compare``). Text teachers (``minilm``) go to
+comparison (``students.measure.compare``). Text teachers (``minilm``) go to
 ``transformer_student.distill_text``.
 
 Not a ``Pass``: a pass rewrites one ONNX graph into an equivalent one and is chosen by
@@ -21,10 +21,8 @@ Training is seeded and deterministic (one thread, deterministic kernels: see
 
 from __future__ import annotations
 
-import importlib
-import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ import numpy as np
 from inferno.errors import ConfigError
 from inferno.models.model import Model
 from inferno.models.student import ProgressFn, check_target, write_student
+from inferno.students.spec import check_epochs, parse_spec, spec_number, teacher_ref
 
 DEFAULT_SPEC = "channels=16,32;hidden=64"
 DEFAULT_EPOCHS = 40
@@ -43,7 +42,6 @@ HARD_WEIGHT = 0.3
 """Share of the loss on the hard labels (the rest on the teacher's softened outputs)."""
 LEARNING_RATE = 5e-3
 FAMILY = "digits-cnn"
-TEXT_MODULE = "inferno.passes.transformer_student"
 
 
 @dataclass(frozen=True)
@@ -58,39 +56,6 @@ class DigitsSpec:
     @property
     def architecture(self) -> dict[str, Any]:
         return {"channels": list(self.channels), "hidden": self.hidden}
-
-
-def parse_spec(spec: str, keys: Mapping[str, str]) -> dict[str, str]:
-    """``key=value;key=value`` → dict; ``keys`` maps each allowed key to what it takes.
-
-    Raises:
-        ConfigError: an empty item, a missing ``=``, an unknown or repeated key (the message
-            names the spec, the key and what is allowed).
-    """
-    allowed = "; ".join(f"{k}={v}" for k, v in keys.items())
-    values: dict[str, str] = {}
-    for item in (part.strip() for part in spec.split(";")):
-        key, equals, value = (s.strip() for s in item.partition("="))
-        if not equals or not key or not value:
-            raise ConfigError(f"student spec {spec!r}: expected key=value items separated by ';' "
-                              f"({allowed}), got {item!r}")
-        if key not in keys:
-            raise ConfigError(f"student spec {spec!r}: unknown key {key!r}, expected one of: {allowed}")
-        if key in values:
-            raise ConfigError(f"student spec {spec!r}: key {key!r} given twice")
-        values[key] = value
-    return values
-
-
-def _number(spec: str, key: str, value: str, kind: Callable[[str], Any], low: float,
-            high: float, expected: str) -> Any:
-    try:
-        number = kind(value)
-    except ValueError:
-        number = None
-    if number is None or not math.isfinite(number) or not low <= number <= high:
-        raise ConfigError(f"student spec {spec!r}: {key}={value!r}: expected {expected}")
-    return number
 
 
 SPEC_KEYS = {
@@ -118,40 +83,16 @@ def parse_digits_spec(spec: str) -> DigitsSpec:
     if not 1 <= len(parts) <= 3:
         raise ConfigError(f"student spec {spec!r}: channels={values['channels']!r}: expected "
                           f"{SPEC_KEYS['channels']}")
-    channels = tuple(_number(spec, "channels", p.strip(), int, 1, 512, SPEC_KEYS["channels"])
+    channels = tuple(spec_number(spec, "channels", p.strip(), int, 1, 512, SPEC_KEYS["channels"])
                      for p in parts)
     return DigitsSpec(
         channels=channels,
-        hidden=_number(spec, "hidden", values["hidden"], int, 1, 1024, SPEC_KEYS["hidden"]),
-        temperature=_number(spec, "temperature", values.get("temperature", str(TEMPERATURE)),
+        hidden=spec_number(spec, "hidden", values["hidden"], int, 1, 1024, SPEC_KEYS["hidden"]),
+        temperature=spec_number(spec, "temperature", values.get("temperature", str(TEMPERATURE)),
                             float, 1, 20, SPEC_KEYS["temperature"]),
-        hard_weight=_number(spec, "hard", values.get("hard", str(HARD_WEIGHT)), float, 0, 1,
+        hard_weight=spec_number(spec, "hard", values.get("hard", str(HARD_WEIGHT)), float, 0, 1,
                             SPEC_KEYS["hard"]),
     )
-
-
-def text_student(function: str) -> Callable[..., Path]:
-    """``transformer_student.<function>``, imported on use.
-
-    Raises:
-        ConfigError: that module is not there (yet).
-    """
-    try:
-        module = importlib.import_module(TEXT_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name != TEXT_MODULE:
-            raise
-        raise ConfigError(f"students of text models ({function}): expected module {TEXT_MODULE}, "
-                          f"which is not available yet in this inferno") from exc
-    found: Callable[..., Path] = getattr(module, function)
-    return found
-
-
-def teacher_ref(teacher: Model) -> str:
-    """What ``load_model`` takes to load ``teacher`` again (its student folder records it)."""
-    ref = teacher.source.removeprefix("bundled:") or teacher.name
-    path = Path(ref).expanduser()
-    return str(path.resolve()) if path.exists() else ref
 
 
 def check_family(teacher: Model, what: str) -> Callable[[], Any]:
@@ -188,7 +129,9 @@ def distill(teacher: Model, spec: str | None, out: Path, *, epochs: int | None =
         MissingExtraError: torch is not installed.
     """
     if teacher.is_text:
-        return text_student("distill_text")(teacher, spec, out, epochs=epochs, progress=progress)
+        from inferno.students.transformer_student import distill_text  # torch: imported on use
+
+        return distill_text(teacher, spec, out, epochs=epochs, progress=progress)
     check_family(teacher, "distill")
     parsed = parse_digits_spec(spec or DEFAULT_SPEC)
     epochs = check_epochs(epochs, DEFAULT_EPOCHS)
@@ -203,15 +146,6 @@ def distill(teacher: Model, spec: str | None, out: Path, *, epochs: int | None =
     return save_student(teacher, student, out, method="distill", spec=spec or DEFAULT_SPEC,
                         architecture=parsed.architecture, seconds=seconds, extra=extra,
                         progress=progress)
-
-
-def check_epochs(epochs: int | None, default: int) -> int:
-    """``epochs`` or the default; ConfigError below 1."""
-    if epochs is None:
-        return default
-    if epochs < 1:
-        raise ConfigError(f"--epochs: expected a whole number >= 1, got {epochs}")
-    return epochs
 
 
 def _teacher_logits(teacher: Model) -> Callable[[Any], Any]:
@@ -277,7 +211,7 @@ def save_student(teacher: Model, student: Any, out: Path, *, method: str, spec: 
     import torch
 
     from inferno.models.zoo import digits
-    from inferno.passes.student_measure import compare
+    from inferno.students.measure import compare
 
     def fill(staging: Path) -> dict[str, Any]:
         if progress is not None:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from inferno.errors import ConfigError
+from inferno.hardware.nvml import nvml as _nvml
 
 MIN_ENERGY_WINDOW_S = 2.0
 """Shortest region an energy figure means something for (NVML power is a ~1 s average)."""
@@ -52,38 +53,6 @@ class GpuReading:
     """The enforced power limit."""
     energy_j: float | None
     """Energy used since the driver loaded (Volta and newer)."""
-
-
-_nvml_lock = threading.Lock()
-_nvml_state: tuple[ModuleType | None, str] | None = None
-
-
-def _nvml() -> tuple[ModuleType | None, str]:
-    """The initialised pynvml module, or None and why; tried once per process."""
-    global _nvml_state
-    with _nvml_lock:
-        if _nvml_state is None:
-            _nvml_state = _init_nvml()
-        return _nvml_state
-
-
-def _init_nvml() -> tuple[ModuleType | None, str]:
-    try:
-        import pynvml  # type: ignore[import-not-found]
-    except ImportError:
-        return None, "nvidia-ml-py is not installed"
-    try:
-        pynvml.nvmlInit()
-    except Exception as exc:  # NVMLError for "no driver", NVMLLibraryMismatchError, ...
-        return None, str(exc) or type(exc).__name__
-    return pynvml, ""
-
-
-def reset_nvml() -> None:
-    """Forget the once-per-process NVML initialisation (tests that swap ``pynvml`` call it)."""
-    global _nvml_state
-    with _nvml_lock:
-        _nvml_state = None
 
 
 def _query(nvml: ModuleType, fn: Any, *args: Any) -> Any:

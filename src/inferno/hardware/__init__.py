@@ -152,10 +152,14 @@ def _memory_gb() -> float:
 
 def _gpus(notes: list[str]) -> tuple[GpuInfo, ...]:
     """CUDA GPUs through NVML when present, else nvidia-smi; torch is not imported for this."""
-    try:
-        import pynvml  # type: ignore[import-not-found]
+    from inferno.hardware.nvml import NVML_NOT_INSTALLED, nvml
 
-        pynvml.nvmlInit()
+    pynvml, reason = nvml()
+    if pynvml is None:
+        if reason != NVML_NOT_INSTALLED:
+            notes.append(f"NVML: {reason}")
+        return _smi_gpus()
+    try:
         driver = str(pynvml.nvmlSystemGetDriverVersion())
         gpus = []
         for i in range(pynvml.nvmlDeviceGetCount()):
@@ -167,9 +171,7 @@ def _gpus(notes: list[str]) -> tuple[GpuInfo, ...]:
                                 _nvml_power_limit_w(pynvml, handle),
                                 str(pynvml.nvmlDeviceGetUUID(handle))))
         return tuple(gpus)
-    except ImportError:
-        pass
-    except Exception as exc:  # NVML raises its own error types for "no driver"
+    except Exception as exc:  # NVML raises its own error types
         notes.append(f"NVML: {exc}")
     return _smi_gpus()
 

@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 
-from inferno import hardware, power
+from inferno import hardware
+from inferno.hardware import nvml, power
 from inferno.errors import ConfigError
 from inferno.hardware import GpuInfo, detect
-from inferno.power import EnergyMeter, GpuReading, gpu_readings
+from inferno.hardware.power import EnergyMeter, GpuReading, gpu_readings
 
 
 class NVMLError(Exception):
@@ -110,10 +111,10 @@ def install(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[ModuleType | 
 
     def put(module: ModuleType | None) -> None:
         monkeypatch.setitem(sys.modules, "pynvml", module)  # None makes `import pynvml` fail
-        power.reset_nvml()
+        nvml.reset_nvml()
 
     yield put
-    power.reset_nvml()
+    nvml.reset_nvml()
 
 
 def counter(*values: int) -> Callable[[], int]:
@@ -354,7 +355,7 @@ def test_hardware_reads_the_same_fields_from_nvidia_smi(
 @pytest.mark.gpu
 def test_real_gpu_readings_and_energy() -> None:
     torch = pytest.importorskip("torch")
-    power.reset_nvml()
+    nvml.reset_nvml()
     readings = gpu_readings()
     assert readings, "NVML saw no GPU"
     assert all(r.memory_total_bytes and r.memory_total_bytes > 0 for r in readings)

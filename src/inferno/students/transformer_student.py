@@ -26,8 +26,8 @@ from inferno.errors import ConfigError
 from inferno.models.model import Model
 from inferno.models.student import ProgressFn, check_target, write_student
 from inferno.models.text import TextPreprocessor
-from inferno.passes import _bert_prune, _text_distill
-from inferno.passes.distill import check_epochs, parse_spec, teacher_ref
+from inferno.students import _bert_prune, _text_distill
+from inferno.students.spec import check_epochs, parse_spec, teacher_ref
 
 FAMILY = "bert"
 SEED = 0
@@ -309,8 +309,8 @@ def compare_text(teacher: Model, student_path: Path, split: _text_distill.Senten
         params, nonzero_params, onnx_bytes, latency_ms_p50 (batch 1), throughput_per_s
         (batch 32) and the embedding figures (the teacher's against itself: 1.0).
     """
-    from inferno.passes import student_measure
     from inferno.passes._io import cpu_session
+    from inferno.students import measure as student_measure
 
     paths = {"teacher": teacher.onnx_path, "student": student_path}
     encode = teacher.preprocessor.encode

@@ -10,8 +10,9 @@ import pytest
 
 from inferno.errors import ConfigError, ModelLoadError
 from inferno.models.student import check_target, is_student_folder, read_student_info
-from inferno.passes.distill import DEFAULT_SPEC, DigitsSpec, parse_digits_spec, parse_spec
-from inferno.passes.prune import (
+from inferno.students.distill import DEFAULT_SPEC, DigitsSpec, parse_digits_spec, parse_spec
+from inferno.students.measure import calibration_error, classification_figures
+from inferno.students.prune import (
     check_share,
     kept,
     layers,
@@ -19,7 +20,6 @@ from inferno.passes.prune import (
     prune_state,
     strongest,
 )
-from inferno.passes.student_measure import calibration_error, classification_figures
 
 
 def test_the_default_spec_parses_to_a_two_conv_student() -> None:

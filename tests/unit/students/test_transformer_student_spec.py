@@ -11,8 +11,8 @@ import pytest
 from inferno.errors import ConfigError
 from inferno.models.model import EvalData, Model
 from inferno.models.signature import Signature, Task
-from inferno.passes import _bert_prune, _text_distill
-from inferno.passes.transformer_student import (
+from inferno.students import _bert_prune, _text_distill
+from inferno.students.transformer_student import (
     alternate_layers,
     embedding_figures,
     parse_text_spec,
