@@ -3,7 +3,7 @@
 Two parts, in one run.
 
 detection (in-process, the real monitoring code)
-    Each bundled model's served plan (``inferno.plan.load_plan(REPO/<model>/<version>)``)
+    Each bundled model's served plan (``inferno.repository.plan.load_plan(REPO/<model>/<version>)``)
     answers every distinct input once; text embeddings are L2-normalized as the server
     answers them; the server's :class:`~inferno.monitoring.profile.Summarizer` turns inputs
     and outputs into feature rows. A stream of requests is then replayed through a fresh
@@ -272,7 +272,7 @@ def digits_pools(folder: Path) -> tuple[Any, dict[str, np.ndarray], np.ndarray]:
     """The profile, feature rows of each input pool (test split as is, inverted, brighter), labels."""
     from inferno.models.zoo.digits import load_split
     from inferno.monitoring.profile import Summarizer
-    from inferno.plan import load_plan
+    from inferno.repository.plan import load_plan
 
     profile = load_profile(folder)
     _, _, x_test, y_test = load_split()
@@ -302,7 +302,7 @@ def minilm_pools(folder: Path) -> tuple[Any, dict[str, np.ndarray]]:
     """The profile and the feature rows of the in-domain and other-domain sentences."""
     from inferno.models.text import TextPreprocessor
     from inferno.monitoring.profile import Summarizer
-    from inferno.plan import load_plan
+    from inferno.repository.plan import load_plan
 
     profile = load_profile(folder)
     runner = load_plan(folder)
@@ -869,7 +869,7 @@ def timed(what: str) -> Iterator[None]:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     from inferno.hardware import detect
-    from inferno.plan import Plan
+    from inferno.repository.plan import Plan
 
     command = shlex.join([sys.executable, *sys.argv])
     say(f"command: {command}")

@@ -3,9 +3,9 @@
 What it does, in one run and on this machine:
 
 students
-    The FP32 teacher (the bundled digits CNN) is pruned (``inferno.passes.prune``: L1 filter
+    The FP32 teacher (the bundled digits CNN) is pruned (``inferno.students.prune``: L1 filter
     pruning of ``--prune-ratio`` of the channels and hidden neurons, then a short fine-tune
-    with the teacher as target) and distilled (``inferno.passes.distill``: a narrower,
+    with the teacher as target) and distilled (``inferno.students.distill``: a narrower,
     shallower CNN trained on the teacher's soft outputs, ``--student`` spec or the default).
     A third, deliberately weak student (``channels=4;hidden=16``) is not a candidate:
     on digits the first two match the teacher, so the cascade keeps everything on the edge; the
@@ -114,8 +114,8 @@ def cloud_server(repository: Path) -> Iterator[str]:
 
 
 def make_students(teacher: Any, folder: Path, args: argparse.Namespace) -> dict[str, Path]:
-    from inferno.passes.distill import distill
-    from inferno.passes.prune import prune
+    from inferno.students.distill import distill
+    from inferno.students.prune import prune
 
     started = time.perf_counter()
     pruned = prune(teacher, folder / "digits-prune", **({"ratio": args.prune_ratio} if args.prune_ratio else {}))

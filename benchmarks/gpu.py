@@ -16,7 +16,7 @@ Then ``--rounds`` rounds, shape by shape, candidates in rotating order, each tim
 round (second pass in reverse order). Values: medians over cells; ratios: medians of per-cell
 throughput ratios; spread: median gap between a candidate's two passes. The device is
 synchronized before every clock read. Energy: a separate loop of >= ``MIN_ENERGY_WINDOW_S`` per
-candidate x shape in ``inferno.power.EnergyMeter`` (GPU board via NVML, CPU packages via RAPL).
+candidate x shape in ``inferno.hardware.power.EnergyMeter`` (GPU board via NVML, CPU packages via RAPL).
 
 Reproduce (repository root)::
 
@@ -158,7 +158,7 @@ def torch_candidate(key: str, label: str, module: Any, device: str, names: tuple
 
 
 def plan_candidate(key: str, label: str, folder: Path) -> Candidate:
-    from inferno.plan import load_plan
+    from inferno.repository.plan import load_plan
 
     runner = load_plan(folder, trust=True)  # written by this benchmark's own accelerate run
     index, plan = runner.signature.primary_output(), runner.plan
@@ -285,7 +285,7 @@ def meter_device(c: Candidate) -> str:
 
 def energy_reason(device: str) -> str | None:
     """None when ``device`` has a readable energy counter, else why not."""
-    from inferno.power import EnergyMeter
+    from inferno.hardware.power import EnergyMeter
 
     if EnergyMeter.available(device):
         return None
@@ -296,7 +296,7 @@ def energy_reason(device: str) -> str | None:
 
 def measure_energy(c: Candidate, shape: Shape, sync: Callable[[], None]) -> dict[str, Any]:
     """Joules per inference over a loop of at least MIN_ENERGY_WINDOW_S on this shape alone."""
-    from inferno.power import MIN_ENERGY_WINDOW_S, EnergyMeter
+    from inferno.hardware.power import MIN_ENERGY_WINDOW_S, EnergyMeter
 
     count = 0
     sync()

@@ -129,7 +129,7 @@ _RUNTIME_ALONE = r"""
 import json, sys, time
 import numpy as np
 import inferno
-from inferno.plan import load_plan
+from inferno.repository.plan import load_plan
 folder, model, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
 runner = load_plan(folder, threads=1)
 def inputs(rows):

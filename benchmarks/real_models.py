@@ -57,7 +57,7 @@ Per model, one row:
    |diff| ÷ the reference's range otherwise). Then SIGTERM.
 4. Re-timing, independent of inferno's own: a plain ``onnxruntime.InferenceSession`` on the
    original file (the plan's thread count, inter-op 1, default optimizations) against the
-   plan replayed by ``inferno.plan.PlanRunner`` (its runtime, provider and precision), on the
+   plan replayed by ``inferno.repository.plan.PlanRunner`` (its runtime, provider and precision), on the
    same graph-layout feeds: the plan's batch size in rows of the data (fewer when the data
    has fewer; a fixed-batch graph: its one call). Both are warmed up; each round times each
    of them for about ``--cell-s`` seconds of back-to-back calls, the order alternating
@@ -876,7 +876,7 @@ def serve_check(repository: Path, name: str, original: Path, feeds: Arrays, spec
 
 
 def retime(folder: Path, original: Path, arrays: Arrays, spec: Spec, args: argparse.Namespace) -> dict[str, Any]:
-    from inferno.plan import PlanRunner
+    from inferno.repository.plan import PlanRunner
 
     plan = json.loads((folder / "plan.json").read_text())
     threads = int(plan.get("threads") or 0) or None
