@@ -18,6 +18,8 @@ test: $(DEV_STAMP)
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/pylint --disable=all --enable=duplicate-code --min-similarity-lines=6 src/inferno
 
 bench: $(DEMO_STAMP)
 	$(BIN)/python benchmarks/accelerate_cpu.py
