@@ -1,23 +1,35 @@
 """Every error inferno raises on purpose.
 
-The tree::
+The tree, with the HTTP status the server answers each with (``http_status``)::
 
-    InfernoError                 base; ``exit_code`` 2 in the CLI, ``http_status`` for the server
-    ├── UserInputError           the user's input is wrong (400)
-    │   ├── ModelLoadError       a model file/reference cannot be loaded
-    │   │   ├── UnknownModelError    a bundled name that does not exist (404)
-    │   │   └── UntrustedPickleError a pickle without ``--trust``
-    │   ├── DataMismatchError    evaluation data does not fit the model's inputs
-    │   └── ConfigError          a setting has a bad value
-    │   ├── PayloadTooLargeError a request body over the server's limit (413)
-    │   └── UnauthorizedError    a missing or wrong bearer token (401)
-    ├── ServiceUnavailableError  the server cannot take the request now (503, with Retry-After)
-    │   └── ModelUnavailableError    a model whose loading failed (503 with the reason)
-    ├── DeadlineExceededError    a request's timeout ran out before it was served (504)
-    ├── CloudError               the cloud server behind an edge cascade cannot answer (502)
-    ├── MissingExtraError        an optional dependency is not installed (names the pip command)
-    ├── RuntimeUnavailableError  a runtime or execution provider cannot run here
-    └── PassError                an optimization pass failed on a graph
+    InfernoError                    base; ``exit_code`` 2 in the CLI (500)
+    ├── UserInputError              the user's input is wrong (400)
+    │   ├── ModelLoadError          a model file/reference cannot be loaded (400)
+    │   │   ├── UnknownModelError   a bundled or served name that does not exist (404)
+    │   │   └── UntrustedPickleError  a pickle without ``--trust`` (400)
+    │   ├── DataMismatchError       evaluation or request data does not fit the inputs (400)
+    │   │   └── ShapeSearchError    no size tried for a graph's dynamic axes ran (400)
+    │   ├── ConfigError             a setting has a bad value (400)
+    │   │   └── BundleTooLargeError the smallest edge bundle is over the size budget (400)
+    │   ├── PayloadTooLargeError    a request body over the server's limit (413)
+    │   └── UnauthorizedError       a missing or wrong bearer token (401)
+    ├── ServiceUnavailableError     the server cannot take the request now (503, Retry-After)
+    ├── ModelUnavailableError       a model whose loading failed (500, the reason, no Retry-After)
+    ├── DeadlineExceededError       a request's timeout ran out before it was served (504)
+    ├── CloudError                  the cloud server behind an edge cascade cannot answer (502)
+    ├── MissingExtraError           an optional dependency is missing (500; names the pip command)
+    ├── RuntimeUnavailableError     a runtime or execution provider cannot run here (500)
+    ├── PassError                   an optimization pass failed on a graph (500)
+    │   └── NothingToDo             measuring showed a pass is not needed: no variant (500)
+    └── ClientProcessError          a load-generator process failed or stopped answering (500)
+
+    BatchSizeError                  a ``RuntimeError``, not an InfernoError: an ``execute`` broke
+                                    the batcher's contract (a bug: an unexpected error, 500)
+
+Private exceptions that never leave their module (the 404/405 ``_NotFound`` and
+``_MethodNotAllowed`` of ``serving.app`` and ``edge.cascade_server``, ``serving.grpc_service``'s
+``_Refusal``, ``monitoring.predlog``'s ``_IOFailure``) stay beside the code that raises and
+catches them.
 
 Third-party exceptions are translated at the boundary with ``raise ... from exc`` so the
 message names the user's input, what was expected and what was found.
@@ -57,8 +69,16 @@ class DataMismatchError(UserInputError):
     """Evaluation or request data does not match the model's inputs."""
 
 
+class ShapeSearchError(DataMismatchError):
+    """No size tried for the dynamic axes ran; the message names the input and what to pass."""
+
+
 class ConfigError(UserInputError):
     """A configuration field has a value outside what it accepts."""
+
+
+class BundleTooLargeError(ConfigError):
+    """The smallest bundle inferno can make is larger than the size budget."""
 
 
 class PayloadTooLargeError(UserInputError):
@@ -129,3 +149,19 @@ class RuntimeUnavailableError(InfernoError):
 
 class PassError(InfernoError):
     """An optimization pass could not transform a graph."""
+
+
+class NothingToDo(PassError):
+    """Raised by ``run`` when measuring showed the rewrite is not needed (the graph it would
+    write is one another recipe already builds); the variant is then not built, as a no-op."""
+
+
+class ClientProcessError(InfernoError):
+    """A load-generator process failed or stopped answering."""
+
+
+class BatchSizeError(RuntimeError):
+    """``execute`` broke the batch contract (one result per request).
+
+    A ``RuntimeError``, not an ``InfernoError``: it is a bug in the runtime, not a state of
+    the user's input or of the server, so the server answers it as an unexpected error."""

@@ -35,7 +35,7 @@ from inferno.bench.load import (
     run_point,
 )
 from inferno.bench.stats import LoadPoint, Mode
-from inferno.errors import InfernoError
+from inferno.errors import ClientProcessError as ClientProcessError  # re-export
 
 CONNECTIONS_PER_CLIENT = 128
 """Closed loop: workers one process takes before the default starts with another."""
@@ -47,10 +47,6 @@ START_S = 60.0
 """A client process has this long to start (import numpy, gRPC, ...)."""
 ALIGN_S = 0.2
 """The processes of a point begin this long after the parent sends it (all at one instant)."""
-
-
-class ClientProcessError(InfernoError):
-    """A load-generator process failed or stopped answering."""
 
 
 def available_cpus() -> int:

@@ -36,6 +36,7 @@ import numpy as np
 
 from inferno._version import __version__
 from inferno.config import Budget
+from inferno.errors import BundleTooLargeError as BundleTooLargeError  # re-export
 from inferno.errors import ConfigError, ModelLoadError
 from inferno.models.model import Model
 from inferno.models.zoo.cache import sha256_file
@@ -59,10 +60,6 @@ SAMPLE_ROWS = 16
 ORT_TOLERANCE = 1e-4
 """Largest absolute difference allowed between the ORT-format file and the ONNX graph it
 came from: the conversion applies only hardware-independent rewrites, so answers must match."""
-
-
-class BundleTooLargeError(ConfigError):
-    """The smallest bundle inferno can make is larger than the size budget."""
 
 
 @dataclass(frozen=True)

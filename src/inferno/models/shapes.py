@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from inferno.errors import DataMismatchError, UserInputError
+from inferno.errors import ShapeSearchError as ShapeSearchError  # re-export
+from inferno.errors import UserInputError
 from inferno.models.signature import Dim, Signature, TensorSpec
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,6 @@ GENERIC_SIZES = (16, 32, 64, 128, 224, 8, 1)
 RATE_NAMES = re.compile(r"(^|_)(sr|sample_?rate|sampling_?rate|rate)$", re.IGNORECASE)
 SAMPLE_RATES = (16000, 8000)
 """Values for a scalar integer input named like a sample rate."""
-
-
-class ShapeSearchError(DataMismatchError):
-    """No size tried for the dynamic axes ran; the message names the input and what to pass."""
 
 
 @dataclass(frozen=True)

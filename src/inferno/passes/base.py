@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from pydantic import BaseModel, ConfigDict
 
-from inferno.errors import PassError
+from inferno.errors import NothingToDo as NothingToDo  # re-export
 from inferno.hardware import HardwareInfo
 
 Feeds = dict[str, np.ndarray]
@@ -76,11 +76,6 @@ class Pass(ABC):
     def describe(self) -> str:
         opts = self.options.model_dump()
         return self.name + (f"({', '.join(f'{k}={v}' for k, v in opts.items())})" if opts else "")
-
-
-class NothingToDo(PassError):
-    """Raised by ``run`` when measuring showed the rewrite is not needed (the graph it would
-    write is one another recipe already builds); the variant is then not built, as a no-op."""
 
 
 PASSES: dict[str, type[Pass]] = {}

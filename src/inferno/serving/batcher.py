@@ -20,14 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from inferno.errors import BatchSizeError as BatchSizeError  # re-export
 from inferno.errors import DeadlineExceededError, ServiceUnavailableError, UserInputError
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-class BatchSizeError(RuntimeError):
-    """``execute`` broke the batch contract (one result per request)."""
 
 
 @dataclass(frozen=True)
