@@ -17,7 +17,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from inferno.errors import RuntimeUnavailableError
-from inferno.runtimes import RUNTIMES, Artifact, RuntimeSettings
+from inferno.runtimes import RUNTIMES, Artifact, RuntimeOptions, RuntimeSettings
 from inferno.runtimes.onnxruntime import (
     CPU,
     CUDA,
@@ -159,7 +159,7 @@ def test_dynamic_inputs_and_shape_profiles(tokens: Path, mlp: Path) -> None:
 
 def test_tensorrt_options_put_the_engine_cache_in_the_given_folder(tokens: Path, tmp_path: Path) -> None:
     artifact = Artifact(tokens, ("input_ids", "attention_mask"), "fp32", "fp16",
-                        hints={"cache_dir": str(tmp_path), "max_batch_size": 64, "max_sequence_length": 16})
+                        options=RuntimeOptions(cache_dir=tmp_path, max_batch_size=64, max_sequence_length=16))
     options = tensorrt_options(artifact, 0)
     assert options["trt_fp16_enable"] is True
     assert options["trt_engine_cache_enable"] is True
@@ -212,7 +212,7 @@ def test_tensorrt_engine_cache_survives_a_restart(tokens: Path, tmp_path: Path) 
         rt = ORT(RuntimeSettings(threads=1, provider="tensorrt"))
         start = time.perf_counter()
         rt.load(Artifact(model, ("input_ids", "attention_mask"), "fp32", "fp16",
-                         hints={"cache_dir": str(folder), "max_batch_size": 8, "max_sequence_length": 16}))
+                         options=RuntimeOptions(cache_dir=folder, max_batch_size=8, max_sequence_length=16)))
         (out,) = rt.run(feeds)
         elapsed = time.perf_counter() - start
         assert rt.provider == TENSORRT

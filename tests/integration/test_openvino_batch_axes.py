@@ -22,7 +22,7 @@ def test_a_state_batched_on_axis_1_is_not_split_on_axis_0(tmp_path: Path) -> Non
     model = load_model(str(_stateful(tmp_path / "vad.onnx")))
     variant = Variant("fp32", model.onnx_path, RECIPES["fp32"], (), ort_only=False)
     artifact = _artifact(model, variant, AccelerateConfig(threads=2))
-    assert artifact.hints["batch_first"] is False  # the loader's verified axes reach the runtime
+    assert artifact.options.batch_first is False  # the loader's verified axes reach the runtime
     feeds = model.preprocessor.encode(model.eval_data.take(4).samples)
     runtime = RUNTIMES["openvino-streams"](RuntimeSettings(threads=2))
     runtime.load(artifact)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from inferno.errors import ConfigError, DataMismatchError, RuntimeUnavailableError
-from inferno.runtimes import RUNTIMES, Artifact, RuntimeSettings
+from inferno.runtimes import RUNTIMES, Artifact, RuntimeOptions, RuntimeSettings
 from inferno.runtimes._torch_common import (
     DeviceRequest,
     PrecisionPlan,
@@ -68,9 +68,9 @@ def text_feeds(rows: int, length: int, seed: int = 1) -> dict[str, np.ndarray]:
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def text_artifact(precision: str = "fp32", **hints: Any) -> Artifact:
+def text_artifact(precision: str = "fp32", **options: Any) -> Artifact:
     return Artifact(None, ("input_ids", "attention_mask"), compute_precision=precision, torch_factory=MeanPool,
-                    hints={"sequence_inputs": ["input_ids", "attention_mask"], **hints})
+                    options=RuntimeOptions(sequence_inputs=("input_ids", "attention_mask"), **options))
 
 
 def loaded(runtime: str, artifact: Artifact, provider: str | None = None) -> Any:
@@ -132,10 +132,14 @@ def test_supports_matrix(runtime: str, precision: str, graph: str, provider: str
 
 def test_compile_options_from_hints() -> None:
     names = ("input_ids", "attention_mask")
-    assert CompileOptions.from_hints({}, names, cuda=True) == CompileOptions()
-    assert CompileOptions.from_hints({}, names, cuda=False).cuda_graphs is False  # none on the CPU
-    options = CompileOptions.from_hints({"compile_mode": "default", "cuda_graphs": False, "max_batch_size": np.int64(64),
-                                         "sequence_inputs": ["input_ids"]}, names, cuda=True)
+
+    def from_hints(hints: dict[str, Any], cuda: bool = True) -> CompileOptions:  # as a plan.json records them
+        return CompileOptions.from_options(RuntimeOptions.from_dict(hints), names, cuda=cuda)
+
+    assert from_hints({}) == CompileOptions()
+    assert from_hints({}, cuda=False).cuda_graphs is False  # none on the CPU
+    options = from_hints({"compile_mode": "default", "cuda_graphs": False, "max_batch_size": np.int64(64),
+                          "sequence_inputs": ["input_ids"]})
     assert options == CompileOptions("default", False, 64, ("input_ids",))
     for hints, message in [
         ({"compile_mode": "fast"}, "compile_mode"),
@@ -147,9 +151,9 @@ def test_compile_options_from_hints() -> None:
         ({"sequence_inputs": ["token_type_ids"]}, "not inputs of the model"),
     ]:
         with pytest.raises(ConfigError, match=message):
-            CompileOptions.from_hints(hints, names, cuda=True)
+            from_hints(hints)
     # inductor's own graphs are fine when ours are off
-    assert CompileOptions.from_hints({"compile_mode": "reduce-overhead", "cuda_graphs": False}, names, cuda=True)
+    assert from_hints({"compile_mode": "reduce-overhead", "cuda_graphs": False})
 
 
 # --- eager on the CPU ------------------------------------------------------------------------
@@ -204,7 +208,7 @@ def test_cuda_without_a_gpu_is_an_error_not_a_fallback(runtime: str, provider: s
 
 @pytest.mark.slow
 def test_compile_matches_eager_through_padded_batch_buckets() -> None:
-    artifact = Artifact(None, ("x",), torch_factory=linear, hints={"max_batch_size": 4})
+    artifact = Artifact(None, ("x",), torch_factory=linear, options=RuntimeOptions(max_batch_size=4))
     compiled = loaded("torch-compile", artifact)
     assert compiled.provider == "torch-compile cpu" and compiled.captured_buckets == ()
     for rows in (3, 1, 4, 11):  # 11 rows: chunks of 4, 4, 3 (padded to 4)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from inferno.models.model import Preprocessor, TensorPreprocessor
 from inferno.models.signature import Signature, Task
 from inferno.models.text import TextPreprocessor
 from inferno.repository import MODEL_FILE, PLAN_FILE, inside, redact, relative
-from inferno.runtimes import RUNTIMES, Artifact, RuntimeSettings
+from inferno.runtimes import RUNTIMES, Artifact, RuntimeOptions, RuntimeSettings
 from inferno.runtimes.base import device_of
 
 
@@ -38,6 +38,7 @@ class Plan:
     graph_precision: str
     compute_precision: str
     hints: dict[str, Any]
+    """``RuntimeOptions.to_dict()``: the runtime options that differ from their defaults."""
     task: str
     signature: dict[str, Any]
     preprocessor: dict[str, Any]
@@ -178,7 +179,7 @@ class PlanRunner:
             model_file, self.signature.input_names,
             self.plan.graph_precision, self.plan.compute_precision,
             torch_factory=_torch_factory(self.plan, trust),
-            hints={**self.plan.hints, "cache_dir": str(self.folder)},
+            options=replace(RuntimeOptions.from_dict(self.plan.hints), cache_dir=self.folder),
         )
         try:
             self.runtime.load(artifact)

@@ -5,8 +5,9 @@ from inferno.runtimes import openvino as _openvino  # noqa: F401
 from inferno.runtimes import torch as _torch  # noqa: F401
 from inferno.runtimes import torch_compile as _torch_compile  # noqa: F401
 from inferno.runtimes.base import RUNTIMES, Artifact, Feeds, Runtime, RuntimeSettings
+from inferno.runtimes.options import RuntimeOptions
 
-__all__ = ["RUNTIMES", "Artifact", "Feeds", "Runtime", "RuntimeSettings", "available_runtimes"]
+__all__ = ["RUNTIMES", "Artifact", "Feeds", "Runtime", "RuntimeOptions", "RuntimeSettings", "available_runtimes"]
 
 
 def available_runtimes() -> list[str]:

@@ -15,6 +15,8 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
+from inferno.runtimes.options import RuntimeOptions
+
 Feeds = dict[str, np.ndarray]
 
 
@@ -34,12 +36,8 @@ class Artifact:
     torch_factory: Callable[[], Any] | None = None
     """The source PyTorch module, for runtimes that run it instead of the ONNX graph. Set only
     when the graph is the unmodified export (precision changes are the runtime's to make)."""
-    hints: dict[str, Any] = field(default_factory=dict)
-    """Runtime-specific knobs chosen by the recipe, e.g. ``dynamic_quantization_group_size``;
-    ``sequence_inputs`` names the token-sequence inputs of a text model (padded with 0 along
-    axis 1 by runtimes that bucket shapes); ``cache_dir`` is where a runtime may persist what
-    it builds (TensorRT engines); ``batch_first: False`` says some tensor has its rows
-    elsewhere than axis 0 (``state [2, batch, 128]``), so a batch must not be split on axis 0."""
+    options: RuntimeOptions = field(default_factory=RuntimeOptions)
+    """Runtime knobs chosen by the recipe, ``accelerate`` and the plan runner (see ``RuntimeOptions``)."""
 
 
 @dataclass(frozen=True)

@@ -45,10 +45,12 @@ MLAS_ISA = ("amx_int8", "avx512_vnni", "avx_vnni", "avx512f", "avx2")
 """CPU features MLAS dispatches its kernels on (INT8: AMX, VNNI; FP32: AVX-512, AVX2), best first."""
 
 TRT_CACHE_DIR = "trt_cache"
-"""Folder (inside ``Artifact.hints['cache_dir']``) for TensorRT engines and timing caches."""
+"""Folder (inside ``RuntimeOptions.cache_dir``) for TensorRT engines and timing caches."""
 DEFAULT_MAX_BATCH = 256
 DEFAULT_OPT_BATCH = 32
 DEFAULT_MAX_SEQUENCE = 128
+DEFAULT_TRT_WORKSPACE = 4 * 2**30
+"""TensorRT's builder workspace when ``RuntimeOptions.trt_workspace_bytes`` is unset."""
 
 
 @register
@@ -174,19 +176,18 @@ def tensorrt_options(artifact: Artifact, device_id: int) -> dict[str, Any]:
     rebuilds (tens of seconds) whenever a new one falls outside it. The profile spans batch
     1..``max_batch_size`` (optimized for ``opt_batch_size``) and sequence 1..``max_sequence_length``.
 
-    The engine cache goes under ``hints['cache_dir']`` (the model's version folder when
+    The engine cache goes under ``options.cache_dir`` (the model's version folder when
     served from a repository, so a restart does not rebuild). ORT names engines by the model
     *file name* and graph content, so the cache stays valid when the folder moves.
     """
-    hints = artifact.hints
+    given = artifact.options
     options: dict[str, Any] = {
         "device_id": device_id,
         "trt_fp16_enable": artifact.compute_precision == "fp16",
-        "trt_max_workspace_size": int(hints.get("trt_workspace_bytes", 4 * 2**30)),
+        "trt_max_workspace_size": given.trt_workspace_bytes or DEFAULT_TRT_WORKSPACE,
     }
-    cache_dir = hints.get("cache_dir")
-    if cache_dir:
-        folder = Path(cache_dir) / TRT_CACHE_DIR
+    if given.cache_dir:
+        folder = given.cache_dir / TRT_CACHE_DIR
         folder.mkdir(parents=True, exist_ok=True)
         options |= {
             "trt_engine_cache_enable": True, "trt_engine_cache_path": str(folder),
@@ -195,9 +196,9 @@ def tensorrt_options(artifact: Artifact, device_id: int) -> dict[str, Any]:
     if artifact.onnx_path is not None:
         options |= shape_profiles(
             dynamic_inputs(artifact.onnx_path),
-            int(hints.get("max_batch_size", DEFAULT_MAX_BATCH)),
-            int(hints.get("opt_batch_size", DEFAULT_OPT_BATCH)),
-            int(hints.get("max_sequence_length", DEFAULT_MAX_SEQUENCE)),
+            given.max_batch_size or DEFAULT_MAX_BATCH,
+            given.opt_batch_size or DEFAULT_OPT_BATCH,
+            given.max_sequence_length or DEFAULT_MAX_SEQUENCE,
         )
     return options
 

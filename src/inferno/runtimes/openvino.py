@@ -142,10 +142,10 @@ class OpenVinoRuntime(Runtime):
             "PERFORMANCE_HINT": "LATENCY" if self.streams == 1 else "THROUGHPUT",
             "NUM_STREAMS": self.streams,
         }
-        group = artifact.hints.get("dynamic_quantization_group_size")
+        group = artifact.options.dynamic_quantization_group_size
         if group is not None:
             # INT8 weights + activations quantized per group at run time: VNNI dot products.
-            config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = int(group)
+            config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = group
         return config
 
     def load(self, artifact: Artifact) -> None:
@@ -170,7 +170,7 @@ class OpenVinoRuntime(Runtime):
         self._compiled: Any = compiled
         self._kernels: str | None = None
         # Streams split a batch along axis 0: only where every tensor has its rows there.
-        self._splittable = self.streams > 1 and bool(artifact.hints.get("batch_first", True))
+        self._splittable = self.streams > 1 and artifact.options.batch_first
         self._requests = [compiled.create_infer_request() for _ in range(self.streams)]
         self._lock = threading.Lock()  # infer requests are not shareable between callers
         self._outputs = compiled.outputs

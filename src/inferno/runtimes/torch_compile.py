@@ -8,7 +8,7 @@ lazily on the first call that needs it; later calls copy into the graph's static
 buffers and replay it: one launch instead of one per kernel, which is what small batches
 on a fast GPU are bound by.
 
-Hints read (``Artifact.hints``):
+Options read (``Artifact.options``, see ``RuntimeOptions``):
 
 - ``compile_mode``: ``torch.compile`` mode, default ``max-autotune-no-cudagraphs`` (the
   graphs are ours, per bucket; inductor's own would nest inside our capture).
@@ -39,19 +39,19 @@ from inferno.runtimes._buckets import (
     trim,
 )
 from inferno.runtimes.base import Artifact, Feeds, register
+from inferno.runtimes.options import RuntimeOptions
 from inferno.runtimes.torch import TorchRuntime
 
 if TYPE_CHECKING:
     import torch
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 INDUCTOR_CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
 """Modes in which inductor captures CUDA graphs itself: they cannot nest inside ours."""
 
 
 @dataclass(frozen=True)
 class CompileOptions:
-    """The hints this runtime reads, validated."""
+    """The options this runtime reads, with its defaults filled in and checked against the model."""
 
     mode: str = "max-autotune-no-cudagraphs"
     cuda_graphs: bool = True
@@ -59,31 +59,19 @@ class CompileOptions:
     sequence_inputs: tuple[str, ...] = ()
 
     @classmethod
-    def from_hints(cls, hints: dict[str, Any], input_names: Sequence[str], cuda: bool) -> CompileOptions:
-        """Raises ConfigError naming the hint and its value."""
-        mode = hints.get("compile_mode", cls.mode)
-        if mode not in COMPILE_MODES:
-            raise ConfigError(f"hint compile_mode: expected one of {', '.join(COMPILE_MODES)}, got {mode!r}")
-        graphs = hints.get("cuda_graphs", True)
-        if not isinstance(graphs, bool):
-            raise ConfigError(f"hint cuda_graphs: expected true or false, got {graphs!r}")
-        graphs = graphs and cuda  # CUDA graphs exist on CUDA only; provider says which ran
+    def from_options(cls, options: RuntimeOptions, input_names: Sequence[str], cuda: bool) -> CompileOptions:
+        """Raises ConfigError naming the option and its value."""
+        mode = options.compile_mode or cls.mode
+        graphs = options.cuda_graphs and cuda  # CUDA graphs exist on CUDA only; provider says which ran
         if graphs and mode in INDUCTOR_CUDAGRAPH_MODES:
             raise ConfigError(
                 f"hint compile_mode {mode!r} captures CUDA graphs inside inductor, which cannot nest in "
                 "the per-bucket graphs of cuda_graphs=true: use 'max-autotune-no-cudagraphs' or cuda_graphs=false"
             )
-        max_batch = hints.get("max_batch_size", cls.max_batch_size)
-        if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
-            raise ConfigError(f"hint max_batch_size: expected an integer >= 1, got {max_batch!r}")
-        names = hints.get("sequence_inputs", ())
-        if isinstance(names, str) or not all(isinstance(n, str) for n in names):
-            raise ConfigError(f"hint sequence_inputs: expected a list of input names, got {names!r}")
-        sequence = tuple(names)
-        unknown = [n for n in sequence if n not in input_names]
+        unknown = [n for n in options.sequence_inputs if n not in input_names]
         if unknown:
             raise ConfigError(f"hint sequence_inputs: {unknown} are not inputs of the model ({list(input_names)})")
-        return cls(mode, graphs, int(max_batch), sequence)
+        return cls(mode, graphs, options.max_batch_size or cls.max_batch_size, options.sequence_inputs)
 
 
 @dataclass
@@ -163,7 +151,7 @@ class TorchCompileRuntime(TorchRuntime):
     def load(self, artifact: Artifact) -> None:
         torch = common.import_torch("the torch.compile runtime")
         target = common.resolve_target(torch, self.settings.provider, artifact.compute_precision, self.name)
-        options = CompileOptions.from_hints(artifact.hints, artifact.input_names, target.is_cuda)
+        options = CompileOptions.from_options(artifact.options, artifact.input_names, target.is_cuda)
         torch.set_num_threads(self.settings.threads)
         self._torch: Any = torch
         self._target = target

@@ -282,16 +282,14 @@ def _artifact(model: Model, variant: Variant | None, cfg: AccelerateConfig) -> A
     if variant is None:
         return Artifact(None, names, torch_factory=model.torch_factory)
     artifact = variant.artifact(names)
-    hints = dict(artifact.hints)
-    hints.setdefault("max_batch_size", max(cfg.batch_size, GPU_MAX_BATCH))
-    hints.setdefault("opt_batch_size", cfg.batch_size)
-    if not model.signature.batch_first:  # verified by the loader; runtimes must not split on axis 0
-        hints.setdefault("batch_first", False)
+    shapes: dict[str, Any] = {"max_batch_size": max(cfg.batch_size, GPU_MAX_BATCH), "opt_batch_size": cfg.batch_size,
+                              # verified by the loader; runtimes must not split on axis 0
+                              "batch_first": model.signature.batch_first}
     if isinstance(model.preprocessor, TextPreprocessor):
-        hints.setdefault("sequence_inputs", list(model.preprocessor.input_names))
-        hints.setdefault("max_sequence_length", model.preprocessor.max_length)
+        shapes |= {"sequence_inputs": tuple(model.preprocessor.input_names),
+                   "max_sequence_length": model.preprocessor.max_length}
     factory = model.torch_factory if source_equivalent(variant.recipe) else None
-    return replace(artifact, torch_factory=factory, hints=hints)
+    return replace(artifact, torch_factory=factory, options=artifact.options.with_defaults(**shapes))
 
 
 def _runs(model: Model, target: Target, variant: Variant, cfg: AccelerateConfig) -> bool:
@@ -541,7 +539,7 @@ def _fill(staging: Path, final: Path, model: Model, variant: Variant, report: Re
     plan = Plan(
         name=final.parent.name, variant=c.name, passes=variant.passes, runtime=c.runtime,
         provider=c.provider, threads=cfg.threads, graph_precision=artifact.graph_precision,
-        compute_precision=artifact.compute_precision, hints=artifact.hints, task=model.task.value,
+        compute_precision=artifact.compute_precision, hints=artifact.options.to_dict(), task=model.task.value,
         signature=model.signature.to_dict(), preprocessor=model.preprocessor.to_dict(),
         metrics=c.metrics, within_budget=c.within_budget, budget=report.budget,
         objective=cfg.objective, batch_size=cfg.batch_size, throughput_per_s=c.throughput_per_s,

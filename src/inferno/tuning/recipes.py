@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from inferno.runtimes.options import RuntimeOptions
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -22,7 +24,7 @@ class Recipe:
     compute: str = "fp32"
     """Precision the runtime computes float ops in: ``bf16`` asks runtimes that can (OpenVINO,
     PyTorch); ``fp16`` asks TensorRT (its FP16 flag) and PyTorch (FP16 weights) on a GPU."""
-    hints: dict[str, Any] = field(default_factory=dict)
+    options: RuntimeOptions = field(default_factory=RuntimeOptions)
     """Runtime knobs that belong to this recipe (recorded in the plan and replayed)."""
 
     @property
@@ -34,8 +36,8 @@ class Recipe:
 
 
 def _r(name: str, steps: list[tuple[str, dict[str, Any]]], precision: str, description: str,
-       tags: tuple[str, ...] = (), compute: str = "fp32", **hints: Any) -> Recipe:
-    return Recipe(name, tuple(steps), precision, description, frozenset(tags), compute, hints)
+       tags: tuple[str, ...] = (), compute: str = "fp32", **options: Any) -> Recipe:
+    return Recipe(name, tuple(steps), precision, description, frozenset(tags), compute, RuntimeOptions(**options))
 
 
 PREPARE: tuple[str, dict[str, Any]] = ("prepare", {})

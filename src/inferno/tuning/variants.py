@@ -61,7 +61,7 @@ class Variant:
 
     def artifact(self, input_names: tuple[str, ...]) -> Artifact:
         return Artifact(self.path, input_names, self.recipe.precision, self.recipe.compute,
-                        hints=dict(self.recipe.hints))
+                        options=self.recipe.options)
 
     @property
     def size_mb(self) -> float:
