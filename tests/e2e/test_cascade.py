@@ -21,8 +21,9 @@ from tritonclient.utils import InferenceServerException
 import inferno
 from inferno.cli import main
 from inferno.edge.cascade import Cascade, CloudClient, EdgeModel, load_edge, sweep
-from inferno.edge.cascade_server import CascadeServer
 from inferno.models.loaders import load_model
+from inferno.serving.cascade import cascade_app, cascade_config
+from inferno.serving.server import ServerThread
 from tests.e2e.serving.support import Server, digits_inputs, parse_metrics, raw_request, running
 
 THRESHOLD = 0.9
@@ -83,6 +84,12 @@ def edge_expected(cloud_probs: np.ndarray) -> np.ndarray:
     """softmax(logits / 2) = sqrt(p) / Σ sqrt(p), from the cloud's probabilities p."""
     root = np.sqrt(cloud_probs.astype(np.float64))
     return root / root.sum(axis=1, keepdims=True)
+
+
+def cascade_server(cascade: Cascade, name: str) -> ServerThread:
+    """``inferno cascade --serve``'s server on a free port: ``inferno serve``'s app with the cascade attached."""
+    config = cascade_config("127.0.0.1", 0)
+    return ServerThread(config, app=cascade_app(cascade, name, config))
 
 
 def dead_url() -> str:
@@ -188,18 +195,19 @@ def test_cli_errors_are_one_line_and_exit_2(case: str, cloud: Server, bundle: Pa
 
 
 @pytest.fixture(scope="module")
-def front(cloud: Server, edge: EdgeModel) -> Iterator[tuple[httpclient.InferenceServerClient, CascadeServer]]:
-    server = CascadeServer(Cascade(edge, CloudClient(cloud.url, "digits"), THRESHOLD), "digits")
+def front(cloud: Server, edge: EdgeModel) -> Iterator[tuple[httpclient.InferenceServerClient, ServerThread, Cascade]]:
+    cascade = Cascade(edge, CloudClient(cloud.url, "digits"), THRESHOLD)
+    server = cascade_server(cascade, "digits")
     with server:
-        yield httpclient.InferenceServerClient(f"127.0.0.1:{server.port}"), server
+        yield httpclient.InferenceServerClient(f"127.0.0.1:{server.port}"), server, cascade
 
 
 @pytest.mark.parametrize("binary", [True, False])
 def test_server_answers_the_merged_probabilities(front: Any, cloud: Server, data: tuple[np.ndarray, np.ndarray],
                                                  binary: bool) -> None:
-    client, server = front
+    client, _, cascade = front
     pixels = data[0][100:140]
-    expected = server.app.cascade.predict({"pixels": pixels})
+    expected = cascade.predict({"pixels": pixels})
     outputs = [httpclient.InferRequestedOutput("probabilities", binary_data=binary)]
     result = client.infer("digits", digits_inputs(pixels, binary=binary), outputs=outputs)
     assert np.allclose(result.as_numpy("probabilities"), expected.probabilities, atol=1e-6)
@@ -209,7 +217,7 @@ def test_server_answers_the_merged_probabilities(front: Any, cloud: Server, data
 
 
 def test_server_takes_gzip_bodies_like_inferno_serve(front: Any, data: tuple[np.ndarray, np.ndarray]) -> None:
-    client, _ = front
+    client, _, _ = front
     pixels = data[0][:8]
     plain = client.infer("digits", digits_inputs(pixels)).as_numpy("probabilities")
     packed = client.infer("digits", digits_inputs(pixels), request_compression_algorithm="gzip")
@@ -217,7 +225,7 @@ def test_server_takes_gzip_bodies_like_inferno_serve(front: Any, data: tuple[np.
 
 
 def test_server_metadata_classification_and_metrics(front: Any, data: tuple[np.ndarray, np.ndarray]) -> None:
-    client, server = front
+    client, server, _ = front
     meta = client.get_model_metadata("digits")
     assert meta["inputs"] == [{"name": "pixels", "datatype": "FP32", "shape": [-1, 1, 8, 8]}]
     assert meta["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}]
@@ -236,7 +244,7 @@ def test_server_metadata_classification_and_metrics(front: Any, data: tuple[np.n
 
 
 def test_server_refuses_bad_input_with_400_naming_it(front: Any) -> None:
-    client, _ = front
+    client, _, _ = front
     tensor = httpclient.InferInput("pixels", [2, 64], "FP32")
     tensor.set_data_from_numpy(np.zeros((2, 64), dtype=np.float32))
     with pytest.raises(InferenceServerException) as refused:
@@ -248,12 +256,41 @@ def test_server_refuses_bad_input_with_400_naming_it(front: Any) -> None:
     assert unknown.value.status() == "404"
 
 
+def test_server_is_inferno_serves_app_with_the_cascade_attached(front: Any,
+                                                                  data: tuple[np.ndarray, np.ndarray]) -> None:
+    client, server, _ = front
+
+    def ask(method: str, path: str, body: str | None = None) -> Any:
+        return raw_request("127.0.0.1", server.port, method, path, body)
+
+    meta = ask("GET", "/v2/models/digits").json()
+    assert meta["platform"] == "inferno_cascade" and meta["versions"] == ["1"]
+    assert meta["parameters"] == {"threshold": THRESHOLD, "rule": "top", "edge": "digits-edge",
+                                  "cloud": server.app.manager.get("digits").router.describe()["cloud"],
+                                  "task": "classification"}
+    assert ask("GET", "/v2/models/digits/versions/1/ready").status == 200
+    assert ask("GET", "/v2/models/digits/versions/2").status == 404
+    assert ask("POST", "/v2/repository/index", "{}").json() == [
+        {"name": "digits", "version": "1", "state": "READY", "reason": ""}]
+    refused = ask("POST", "/v2/repository/models/digits/unload", "{}")
+    assert refused.status == 400 and "attached" in refused.error()
+    assert ask("GET", "/v2/models/digits").status == 200  # still served
+    wrong = ask("POST", "/metrics")
+    assert wrong.status == 405 and wrong.headers["allow"] == "GET"
+    before = ask("GET", "/v2/models/digits/stats").json()["model_stats"]
+    assert [(s["name"], s["version"]) for s in before] == [("digits", "1")]
+    client.infer("digits", digits_inputs(data[0][:5]))
+    after = ask("GET", "/v2/models/digits/stats").json()["model_stats"][0]
+    assert after["inference_stats"]["success"]["count"] == before[0]["inference_stats"]["success"]["count"] + 1
+    assert after["inference_count"] == before[0]["inference_count"] + 5
+
+
 def test_cloud_down_is_502_and_the_server_keeps_serving(edge: EdgeModel, cloud: Server,
                                                         data: tuple[np.ndarray, np.ndarray]) -> None:
     pixels = data[0][:64]
     conf = edge_expected(cloud_probabilities(cloud, pixels)).max(axis=1)
     sure, unsure = pixels[conf >= THRESHOLD + 0.01], pixels[conf < THRESHOLD - 0.01]
-    server = CascadeServer(Cascade(edge, CloudClient(dead_url(), "digits", timeout_s=2), THRESHOLD), "digits")
+    server = cascade_server(Cascade(edge, CloudClient(dead_url(), "digits", timeout_s=2), THRESHOLD), "digits")
     with server:
         client = httpclient.InferenceServerClient(f"127.0.0.1:{server.port}")
         with pytest.raises(InferenceServerException) as failed:

@@ -12,7 +12,8 @@ from rich.table import Table
 from inferno.cli._app import app, err, new_progress, out
 
 if TYPE_CHECKING:
-    from inferno.edge.cascade import CascadeEvaluation, SweepResult
+    from inferno.edge.cascade import Cascade, CascadeEvaluation, SweepResult
+    from inferno.models.model import EvalData
 
 
 @app.command()
@@ -68,25 +69,31 @@ def cascade(
     runner = Cascade(edge_model, client, threshold, check_rule(rule))
     runner.check_cloud()
     if serve:
-        from inferno.edge.cascade_server import serve_cascade
-
-        name = model or edge_model.cloud_model
-        err.print(f"cascade {name}: edge {edge_model.name} (T={threshold:g}, {rule}) in front of "
-                  f"{client.url}, serving on http://{host}:{port}", markup=False, highlight=False)
-        serve_cascade(runner, name, host, port)
-        return
-    eval_data = edge_model.eval_data(data)
-    samples: dict[str, Any] = dict(eval_data.samples)  # type: ignore[arg-type]
-    if do_sweep:
-        _sweep(runner, samples, eval_data.labels, grid, rtt_ms, batch_size, tolerance, plot, as_json)
+        _serve(runner, model or edge_model.cloud_model, host, port)
+    elif do_sweep:
+        _sweep(runner, edge_model.eval_data(data), grid, rtt_ms, batch_size, tolerance, plot, as_json)
     else:
-        _evaluate(runner, samples, eval_data.labels, rtt_ms, batch_size, as_json)
+        _evaluate(runner, edge_model.eval_data(data), rtt_ms, batch_size, as_json)
 
 
-def _sweep(runner: Any, samples: dict[str, Any], labels: Any, grid: tuple[float, ...], rtt_ms: float,
+def _serve(runner: Cascade, name: str, host: str, port: int) -> None:
+    """Serve the cascade as model ``name`` through ``inferno serve``'s app, until SIGTERM/SIGINT."""
+    from inferno.serving.cascade import cascade_app, cascade_config
+    from inferno.serving.server import serve
+
+    config = cascade_config(host, port)
+    err.print(f"cascade {name}: edge {runner.edge.name} (T={runner.threshold:g}, {runner.rule}) in front of "
+              f"{getattr(runner.cloud, 'url', 'the cloud')}, serving on http://{host}:{port}",
+              markup=False, highlight=False)
+    serve(config, cascade_app(runner, name, config))
+
+
+def _sweep(runner: Cascade, eval_data: EvalData, grid: tuple[float, ...], rtt_ms: float,
            batch_size: int, tolerance: float, plot: Path | None, as_json: bool) -> None:
     from inferno.edge.cascade import plot_sweep, sweep
 
+    samples: dict[str, Any] = dict(eval_data.samples)  # type: ignore[arg-type]
+    labels: Any = eval_data.labels  # eval_data() has checked there are labels
     with new_progress() as bar:
         task = bar.add_task("edge", total=len(labels))
 
@@ -147,10 +154,11 @@ def sweep_notes(result: SweepResult) -> list[str]:
     return lines
 
 
-def _evaluate(runner: Any, samples: dict[str, Any], labels: Any, rtt_ms: float, batch_size: int,
-              as_json: bool) -> None:
+def _evaluate(runner: Cascade, eval_data: EvalData, rtt_ms: float, batch_size: int, as_json: bool) -> None:
     from inferno.edge.cascade import evaluate_cascade
 
+    samples: dict[str, Any] = dict(eval_data.samples)  # type: ignore[arg-type]
+    labels: Any = eval_data.labels  # eval_data() has checked there are labels
     with new_progress() as bar:
         task = bar.add_task("cascade", total=len(labels))
         result = evaluate_cascade(runner, samples, labels, batch_size=batch_size, rtt_ms=rtt_ms,

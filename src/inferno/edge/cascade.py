@@ -239,6 +239,31 @@ class Cascade:
         self.threshold = check_threshold(threshold)
         self.rule: Rule = check_rule(rule)
 
+    # -- what a server needs of it (``inferno.serving.cascade.Router``) --------------------------
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        """The edge's inputs, rows on axis 0."""
+        return self.edge.signature.inputs
+
+    @property
+    def output(self) -> str:
+        return self.edge.output
+
+    @property
+    def classes(self) -> int:
+        return self.edge.classes
+
+    def describe(self) -> dict[str, Any]:
+        """The settings a served cascade shows in its metadata."""
+        return {"threshold": self.threshold, "rule": self.rule, "edge": self.edge.name,
+                "cloud": getattr(self.cloud, "url", None), "task": "classification"}
+
+    def close(self) -> None:
+        """Close the cloud client's connections (when it is a ``CloudClient``)."""
+        if isinstance(self.cloud, CloudClient):
+            self.cloud.close()
+
     def check_cloud(self) -> None:
         """Ask the cloud for its model's metadata and check it takes the edge's inputs and
         answers as many classes.

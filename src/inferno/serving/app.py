@@ -3,7 +3,9 @@
 Written against ASGI directly rather than a framework: a served request costs one path
 split and one dict of the headers it needs, which matters when one core both parses
 requests and runs the model; and the body limit is enforced while reading, before a large
-body is held in memory. Every error is mapped to HTTP here, in one place.
+body is held in memory. The exchange itself (headers, body, the one error → status map) is
+``serving.exchange``; the models behind the routes are the manager's, from the repository or
+attached by the caller (the cascade, ``serving.cascade``).
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ import itertools
 import logging
 import time
 import weakref
-import zlib
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -26,7 +26,6 @@ from inferno._version import __version__
 from inferno.errors import (
     InfernoError,
     MissingExtraError,
-    PayloadTooLargeError,
     ServiceUnavailableError,
     UnauthorizedError,
     UnknownModelError,
@@ -36,11 +35,24 @@ from inferno.monitoring.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from inferno.monitoring.metrics import PROTOCOLS, ServingMetrics
 from inferno.monitoring.profile import PROFILE_FILE
 from inferno.serving.config import ServeConfig
+from inferno.serving.exchange import (
+    JSON,
+    ClientDisconnected,
+    Exchange,
+    MethodNotAllowed,
+    NotFound,
+    Receive,
+    Reply,
+    Scope,
+    Send,
+    error_reply,
+    read_body,
+    with_parameters,
+)
 from inferno.serving.manager import (
     CANONICAL_VERSION,
     ModelManager,
     ModelUnavailableError,
-    ServedVersion,
 )
 from inferno.serving.openapi import openapi
 from inferno.serving.protocol import (
@@ -49,44 +61,14 @@ from inferno.serving.protocol import (
     json_object,
     parse_infer_request,
 )
+from inferno.serving.served import Served
 from inferno.serving.transport import frame
 
 log = logging.getLogger(__name__)
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-Reply = tuple[int, bytes, list[tuple[bytes, bytes]]]
-
 EXTENSIONS = ["binary_tensor_data", "classification", "model_repository", "model_configuration", "statistics"]
-_JSON = (b"content-type", b"application/json")
-_WANTED = {b"authorization", b"content-length", b"content-encoding", b"inference-header-content-length"}
 _LIVE = orjson.dumps({"live": True})
 _READY = {True: orjson.dumps({"ready": True}), False: orjson.dumps({"ready": False})}
-
-
-class _Exchange:
-    """One HTTP request: what the handlers need of it."""
-
-    __slots__ = ("duplicated", "headers", "method", "receive", "started")
-
-    def __init__(self, scope: Scope, receive: Receive) -> None:
-        self.method: str = scope["method"]
-        self.headers: dict[str, str] = {}
-        self.duplicated: str | None = None
-        """A header this server reads that came more than once: which one wins is ambiguous."""
-        for k, v in scope["headers"]:
-            if k in _WANTED:
-                name = k.decode()
-                if name in self.headers:
-                    self.duplicated = name
-                self.headers[name] = v.decode("latin-1")
-        self.receive = receive
-        self.started = time.perf_counter()
-
-
-class ClientDisconnected(Exception):
-    """The client went away before sending its whole body."""
 
 
 class InfernoApp:
@@ -107,7 +89,7 @@ class InfernoApp:
         self._startup: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._openapi = orjson.dumps(openapi(__version__))
-        self._early: weakref.WeakKeyDictionary[ServedVersion, tuple[bytes, bytes]] = weakref.WeakKeyDictionary()
+        self._early: weakref.WeakKeyDictionary[Served, tuple[bytes, bytes]] = weakref.WeakKeyDictionary()
         repo = config.repository
         # longest first: the resolved path may contain the given one (or the reverse)
         self._roots = sorted({str(repo.resolve()), str(repo.absolute()), str(repo)} - {"", "."}, key=len,
@@ -177,23 +159,17 @@ class InfernoApp:
             return
         if scope["type"] != "http":
             return
-        exchange = _Exchange(scope, receive)
+        exchange = Exchange(scope, receive)
         try:
             status, body, headers = await self._route(scope["path"], exchange)
         except ClientDisconnected:
             return
         except InfernoError as exc:
-            status, body, headers = exc.http_status, error_body(self.public(str(exc))), [_JSON]
-            if isinstance(exc, ServiceUnavailableError):
-                headers.append((b"retry-after", str(max(1, round(exc.retry_after_s))).encode()))
-            if isinstance(exc, UnauthorizedError):
-                headers.append((b"www-authenticate", b"Bearer"))
-            if isinstance(exc, _MethodNotAllowed):
-                headers.append((b"allow", exc.allow.encode()))
+            status, body, headers = error_reply(exc, self.public(str(exc)))
         except Exception:
             status = 500
             body = error_body(self.internal_error(f"{exchange.method} {scope['path']}"))
-            headers = [_JSON]
+            headers = [JSON]
         await send({"type": "http.response.start", "status": status,
                     "headers": [*headers, (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
@@ -232,7 +208,7 @@ class InfernoApp:
         served.stats.request_failed(0.0, "rejected")
         answers = self._early.get(served)
         if answers is None:
-            body, headers_ = error_body(served.queue_full_message), [_JSON, (b"retry-after", b"1")]
+            body, headers_ = error_body(served.queue_full_message), [JSON, (b"retry-after", b"1")]
             answers = self._early[served] = (frame(503, body, headers_, True), frame(503, body, headers_, False))
         return answers
 
@@ -255,16 +231,16 @@ class InfernoApp:
 
     # -- routing -------------------------------------------------------------------------------
 
-    async def _route(self, path: str, ex: _Exchange) -> Reply:
+    async def _route(self, path: str, ex: Exchange) -> Reply:
         parts = path.strip("/").split("/")
         if parts[:2] == ["v2", "health"] and len(parts) == 3:
             self._method(ex, "GET")
             if parts[2] == "live":
-                return 200, _LIVE, [_JSON]
+                return 200, _LIVE, [JSON]
             if parts[2] == "ready":
-                return (200 if self.ready else 503), _READY[self.ready], [_JSON]
+                return (200 if self.ready else 503), _READY[self.ready], [JSON]
         if "" in parts and parts != [""]:
-            raise _NotFound(f"path {path!r}: expected no empty segment ('//'); /openapi.json lists the endpoints")
+            raise NotFound(f"path {path!r}: expected no empty segment ('//'); /openapi.json lists the endpoints")
         if ex.duplicated is not None:
             raise UserInputError(f"header {ex.duplicated!r}: expected it once, got it more than once")
         self._authorize(ex)
@@ -280,10 +256,10 @@ class InfernoApp:
             return 200, self.metrics.render(), [(b"content-type", METRICS_CONTENT_TYPE.encode())]
         if parts == ["openapi.json"]:
             self._method(ex, "GET")
-            return 200, self._openapi, [_JSON]
-        raise _NotFound(f"path {path!r}: no such endpoint; /openapi.json lists them")
+            return 200, self._openapi, [JSON]
+        raise NotFound(f"path {path!r}: no such endpoint; /openapi.json lists them")
 
-    async def _model_route(self, model: str, rest: list[str], ex: _Exchange) -> Reply:
+    async def _model_route(self, model: str, rest: list[str], ex: Exchange) -> Reply:
         if model == "stats" and not rest:
             self._method(ex, "GET")
             return _json({"model_stats": self.statistics(None, None)})
@@ -295,7 +271,7 @@ class InfernoApp:
             self._method(ex, "POST")
             return await self._infer(model, version, ex)
         if action not in ("", "ready", "config", "stats", "drift"):
-            raise _NotFound(f"model endpoint {'/'.join(rest)!r}: expected infer, ready, config, stats or drift")
+            raise NotFound(f"model endpoint {'/'.join(rest)!r}: expected infer, ready, config, stats or drift")
         self._method(ex, "GET")
         if action == "":
             served = self.manager.get(model, version)
@@ -304,22 +280,22 @@ class InfernoApp:
             try:
                 ready = self.manager.get(model, version).ready
             except UnknownModelError:
-                return 404, _READY[False], [_JSON]
+                return 404, _READY[False], [JSON]
             except (ModelUnavailableError, ServiceUnavailableError):
-                return 503, _READY[False], [_JSON]
-            return (200 if ready else 503), _READY[ready], [_JSON]
+                return 503, _READY[False], [JSON]
+            return (200 if ready else 503), _READY[ready], [JSON]
         if action == "config":
             return _json(self.manager.get(model, version).model_config())
         if action == "drift":
             return _json(self._drift(model, version))
         return _json({"model_stats": self.statistics(model, version)})
 
-    async def _infer(self, model: str, version: str | None, ex: _Exchange) -> Reply:
+    async def _infer(self, model: str, version: str | None, ex: Exchange) -> Reply:
         # Refuse what cannot be served before the body is read and parsed: under overload a
         # 503 must cost a small fraction of a served request, or rejections eat the capacity.
         self.manager.get(model, version).admit(ex.started)
         body = await self._body(ex)
-        served: ServedVersion | None = None
+        served: Served | None = None
         try:
             request = parse_infer_request(body, ex.headers.get("inference-header-content-length"))
             # no await between the lookup and the batcher's submit: see serving.models
@@ -331,6 +307,8 @@ class InfernoApp:
             raise
         try:
             payload, extra = encode_infer_response(model, served.version, outputs, request.id)
+            if outputs.parameters:
+                payload, extra = with_parameters(payload, extra, outputs.parameters)
         except UserInputError:  # a JSON output holding NaN/Inf
             served.stats.request_failed(time.perf_counter() - ex.started, "rejected")
             raise
@@ -339,14 +317,14 @@ class InfernoApp:
         if extra:
             return 200, payload, [(b"content-type", b"application/octet-stream"),
                                   *((k.encode(), v.encode()) for k, v in extra.items())]
-        return 200, payload, [_JSON]
+        return 200, payload, [JSON]
 
-    def _count_parse_failure(self, model: str, version: str | None, ex: _Exchange) -> None:
+    def _count_parse_failure(self, model: str, version: str | None, ex: Exchange) -> None:
         # an unknown model: the 404 is the answer, there is no version to count it against
         with contextlib.suppress(UnknownModelError, ModelUnavailableError):
             self.manager.get(model, version).stats.request_failed(time.perf_counter() - ex.started, "rejected")
 
-    async def _repository_route(self, rest: list[str], ex: _Exchange) -> Reply:
+    async def _repository_route(self, rest: list[str], ex: Exchange) -> Reply:
         self._method(ex, "POST")
         body = await self._body(ex)
         options = _json_object(body, "repository request")
@@ -367,8 +345,8 @@ class InfernoApp:
                 await self.manager.load(name)
             else:
                 await self.manager.unload(name)
-            return 200, b"", [_JSON]
-        raise _NotFound(f"repository endpoint {'/'.join(rest)!r}: expected index, models/M/load or unload")
+            return 200, b"", [JSON]
+        raise NotFound(f"repository endpoint {'/'.join(rest)!r}: expected index, models/M/load or unload")
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -378,7 +356,7 @@ class InfernoApp:
         if doc is None:
             why = ("drift watching is off (drift: false)" if not served.config.drift
                    else f"it has no reference profile ({PROFILE_FILE}; `inferno accelerate` writes one)")
-            raise _NotFound(f"model {model!r} version {served.version}: no drift report: {why}")
+            raise NotFound(f"model {model!r} version {served.version}: no drift report: {why}")
         return doc
 
     def statistics(self, model: str | None, version: str | None) -> list[dict[str, Any]]:
@@ -415,7 +393,7 @@ class InfernoApp:
             message = message.replace(root, "repository")
         return message
 
-    def _authorize(self, ex: _Exchange) -> None:
+    def _authorize(self, ex: Exchange) -> None:
         token = self.config.token
         if token is None:
             return
@@ -425,80 +403,16 @@ class InfernoApp:
                                     + ("got a different one" if given else "got none"))
 
     @staticmethod
-    def _method(ex: _Exchange, expected: str) -> None:
+    def _method(ex: Exchange, expected: str) -> None:
         if ex.method != expected:
-            raise _MethodNotAllowed(f"method {ex.method}: this endpoint takes {expected}", expected)
+            raise MethodNotAllowed(f"method {ex.method}: this endpoint takes {expected}", expected)
 
-    async def _body(self, ex: _Exchange) -> bytes:
+    async def _body(self, ex: Exchange) -> bytes:
         return await read_body(ex.receive, ex.headers, self.config.max_body_bytes)
 
 
-class _MethodNotAllowed(UserInputError):
-    http_status = 405
-
-    def __init__(self, message: str, allow: str) -> None:
-        super().__init__(message)
-        self.allow = allow
-
-
-class _NotFound(UserInputError):
-    http_status = 404
-
-
-async def read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
-    """A request's whole body, decompressed (gzip/deflate), never more than ``limit`` bytes.
-
-    ``headers`` maps lower-case names to values (``content-length``, ``content-encoding``).
-    The limit is enforced while reading, before a larger body is held in memory.
-
-    Raises:
-        PayloadTooLargeError: declared or found larger than ``limit``, before or after decompression.
-        UserInputError: an unknown content-encoding, or a body that does not decompress.
-        ClientDisconnected: the client left before sending the whole body.
-    """
-    declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(f"request body: expected at most {limit} bytes, got {declared}")
-    chunks = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"request body: expected at most {limit} bytes, got more")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    body = b"".join(chunks)
-    encoding = headers.get("content-encoding", "identity").lower()
-    if encoding in ("gzip", "deflate"):
-        return _decompress(body, encoding, limit)
-    if encoding != "identity":
-        raise UserInputError(f"content-encoding: expected gzip, deflate or identity, got {encoding!r}")
-    return body
-
-
-def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
-    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise UserInputError(f"request body: declared {encoding}, but it does not decompress ({exc})") from None
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise PayloadTooLargeError(f"request body: expected at most {limit} bytes once decompressed, got more")
-    if not inflater.eof:
-        raise UserInputError(f"request body: declared {encoding}, expected a complete stream, got a truncated one")
-    if inflater.unused_data:
-        raise UserInputError(f"request body: declared {encoding}, expected nothing after the compressed stream, "
-                             f"got {len(inflater.unused_data)} more bytes")
-    return out
-
-
 def _json(doc: Any) -> Reply:
-    return 200, orjson.dumps(doc), [_JSON]
+    return 200, orjson.dumps(doc), [JSON]
 
 
 def _json_object(body: bytes, where: str) -> dict[str, Any]:

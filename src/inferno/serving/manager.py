@@ -23,6 +23,7 @@ import numpy as np
 
 from inferno import repository
 from inferno.errors import (
+    ConfigError,
     InfernoError,
     ModelLoadError,
     ModelUnavailableError,
@@ -42,15 +43,17 @@ from inferno.serving.batcher import DynamicBatcher
 from inferno.serving.cache import ResponseCache, cache_key
 from inferno.serving.config import ModelServeConfig, ServeConfig, default_max_batch
 from inferno.serving.pipelines import (
+    Answer,
     Outputs,
     Pipeline,
-    StageTimes,
     TensorPipeline,
     Work,
     build_pipeline,
     respond,
+    warm_up,
 )
-from inferno.serving.protocol import DATATYPES, InferRequest, OutputTensor
+from inferno.serving.protocol import DATATYPES, InferRequest
+from inferno.serving.served import Served, refuse_large_response
 from inferno.serving.stats import VersionStats
 
 log = logging.getLogger(__name__)
@@ -143,12 +146,7 @@ class ServedVersion:
 
     def check_response_size(self, size: int, started: float) -> None:
         """Refuse a response over the budget (400) rather than send it."""
-        limit = self.response_limit
-        if limit is not None and size > limit:
-            self.stats.request_failed(time.perf_counter() - started, "rejected")
-            raise UserInputError(
-                f"response: expected at most {limit} bytes (the server's max_response_bytes), this one "
-                f"is {size}; ask for fewer rows or outputs, or binary_data outputs")
+        refuse_large_response(self.stats, self.response_limit, size, started)
 
     def _response_floor(self, work: Work) -> int:
         """The fewest bytes the response to ``work`` can take, from the output shapes alone:
@@ -169,7 +167,7 @@ class ServedVersion:
             total += rows * per_row * (2 if out.classification else width)
         return total
 
-    async def infer(self, request: InferRequest, started: float) -> list[OutputTensor]:
+    async def infer(self, request: InferRequest, started: float) -> Answer:
         """Check, batch and run one request. Raises InfernoError subclasses for the caller to map."""
         try:
             work = self.pipelines[0].prepare(request)
@@ -325,44 +323,15 @@ def _watched(pipeline: Pipeline, monitor: Monitor) -> Callable[[list[Work]], lis
     return run
 
 
-WARMUP_RUNS = 3
-
-
-def warm_up(pipeline: Pipeline) -> None:
-    """Run the pipeline's sample a few times, then clear its statistics (they count traffic).
-
-    Raises:
-        ModelLoadError: the model failed on the sample, naming the input shapes tried and
-            the runtime's own error.
-    """
-    sample = pipeline.sample()
-    try:
-        for _ in range(WARMUP_RUNS):
-            pipeline.execute([sample])
-    except Exception as exc:
-        raise ModelLoadError(f"warm-up failed{_tried(pipeline, sample)}: {str(exc).strip()}") from exc
-    pipeline.times = StageTimes()
-
-
-def _tried(pipeline: Pipeline, sample: Work) -> str:
-    if not isinstance(pipeline, TensorPipeline):
-        return ""
-    shapes = {name: list(np.shape(a)) for name, a in sample.payload.items()}
-    if pipeline.runner.plan.shapes:
-        return f" at the plan's input shapes {shapes}"
-    free = [s.name for s in pipeline.signature.inputs
-            if any(isinstance(d, str) and j != s.batch_axis for j, d in enumerate(s.shape))]
-    return (f" at input shapes {shapes} (the plan records no input shapes; re-run `inferno accelerate` "
-            f"with --shape NAME:DIMS for {free or 'the inputs'} at sizes the model takes)")
-
-
 @dataclass
 class _Entry:
-    versions: dict[int, ServedVersion]
+    versions: dict[int, Served]
     state: str
     reason: str = ""
     failed: bool = False
     """The last load failed (``reason`` says why); an unloaded model is not failed."""
+    attached: bool = False
+    """Served from an object its caller made, not from the repository: never loaded or unloaded."""
 
 
 class ModelManager:
@@ -376,7 +345,7 @@ class ModelManager:
         self.prediction_log = (PredictionLog(config.log_predictions, config.log_max_bytes)
                                if config.log_predictions is not None else None)
 
-    def get(self, name: str, version: str | None = None) -> ServedVersion:
+    def get(self, name: str, version: str | None = None) -> Served:
         """The version to serve (the newest loaded when ``version`` is None); 404s otherwise."""
         entry = self._entries.get(name)
         if entry is not None and not entry.versions and entry.failed:
@@ -403,12 +372,31 @@ class ModelManager:
             ) from None
         return served
 
+    def attach(self, served: Served) -> None:
+        """Serve ``served`` beside the repository's models until the manager closes (the
+        cascade: a model the repository does not hold, so it is never loaded or unloaded).
+
+        Raises:
+            ConfigError: a model of that name is already served.
+        """
+        repository.check_name(served.name)
+        if served.name in self._entries:
+            raise ConfigError(f"model {served.name!r}: expected one model of that name, got a second one")
+        self._entries[served.name] = _Entry({int(served.version): served}, "READY", attached=True)
+
+    def _check_not_attached(self, name: str) -> None:
+        entry = self._entries.get(name)
+        if entry is not None and entry.attached:
+            raise UserInputError(f"model {name!r}: expected a repository model, got one attached by the process "
+                                 "that started this server (it cannot be loaded or unloaded)")
+
     def loaded(self) -> dict[str, list[str]]:
         return {n: [str(v) for v in sorted(e.versions)] for n, e in self._entries.items() if e.versions}
 
     async def load(self, name: str) -> None:
         """Load (or reload) ``name``: new versions are built and warmed before they replace old ones."""
         repository.check_name(name)
+        self._check_not_attached(name)
         available = repository.versions(self.config.repository, name, trust=self.config.trust)
         if not available:
             raise UnknownModelError(
@@ -448,6 +436,7 @@ class ModelManager:
             await self._retire(replaced)
 
     async def unload(self, name: str) -> None:
+        self._check_not_attached(name)
         entry = self._entries.get(name)
         if entry is None:
             raise UnknownModelError(f"model {name!r}: not loaded; loaded models: {sorted(self.loaded())}")
@@ -457,7 +446,7 @@ class ModelManager:
             entry.state, entry.reason, entry.failed = "UNAVAILABLE", "unloaded", False
             await self._retire(old)
 
-    async def _retire(self, versions: list[ServedVersion]) -> None:
+    async def _retire(self, versions: list[Served]) -> None:
         for served in versions:
             served.ready = False
         await _close_all(versions)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,25 +103,22 @@ class Pipeline(ABC):
 
     def requested(self, request: InferRequest) -> tuple[RequestedOutput, ...]:
         """The outputs a request asks for, checked against this model's."""
-        known = {t.name: t for t in self.outputs}
-        if request.outputs is None:
-            return tuple(RequestedOutput(t.name, request.binary_output) for t in self.outputs)
-        for out in request.outputs:
-            meta = known.get(out.name)
-            if meta is None:
-                raise UserInputError(f"output {out.name!r}: expected one of {sorted(known)}, got an unknown name")
-            if out.classification and (not meta.datatype.startswith("FP") or len(meta.shape) != 2):
-                raise UserInputError(
-                    f"output {out.name!r}: classification needs a float [batch, classes] output, "
-                    f"this one is {meta.describe()}"
-                )
-        return request.outputs
+        return requested_outputs(self.outputs, request)
 
     def close(self) -> None:
         self.runner.close()
 
 
-def respond(work: Work, outputs: Outputs) -> list[OutputTensor]:
+class Answer(list[OutputTensor]):
+    """The tensors of one response, and its response-level ``parameters`` (the cascade's row
+    counts; empty for a model's own outputs). A list, so that every encoder takes it as is."""
+
+    def __init__(self, tensors: Sequence[OutputTensor] = (), parameters: Mapping[str, Any] | None = None) -> None:
+        super().__init__(tensors)
+        self.parameters: dict[str, Any] = dict(parameters or {})
+
+
+def respond(work: Work, outputs: Outputs) -> Answer:
     """The response tensors for one work: raw, or top-k classes where asked."""
     tensors = []
     for out in work.outputs:
@@ -129,7 +126,7 @@ def respond(work: Work, outputs: Outputs) -> list[OutputTensor]:
         if out.classification:
             data = top_k(data, out.classification)
         tensors.append(OutputTensor(out.name, data, out.binary))
-    return tensors
+    return Answer(tensors)
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -143,6 +140,69 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def requested_outputs(outputs: Sequence[TensorMeta], request: InferRequest) -> tuple[RequestedOutput, ...]:
+    """The outputs ``request`` asks for (all of ``outputs`` when it names none), checked against them.
+
+    Raises:
+        UserInputError: an unknown output, or classification asked of one that is not float [batch, classes].
+    """
+    known = {t.name: t for t in outputs}
+    if request.outputs is None:
+        return tuple(RequestedOutput(t.name, request.binary_output) for t in outputs)
+    for out in request.outputs:
+        meta = known.get(out.name)
+        if meta is None:
+            raise UserInputError(f"output {out.name!r}: expected one of {sorted(known)}, got an unknown name")
+        if out.classification and (not meta.datatype.startswith("FP") or len(meta.shape) != 2):
+            raise UserInputError(
+                f"output {out.name!r}: classification needs a float [batch, classes] output, "
+                f"this one is {meta.describe()}"
+            )
+    return request.outputs
+
+
+def tensor_feeds(inputs: Sequence[TensorMeta], batch_axes: Mapping[str, int | None],
+                 request: InferRequest) -> tuple[int, dict[str, np.ndarray]]:
+    """The request's rows and its input arrays by name, checked against ``inputs``: every input
+    present and no other, each of its datatype and shape, the same rows on every batch axis
+    (``batch_axes``: None for an input without one; absent: axis 0), at least one row.
+
+    Raises:
+        UserInputError: naming the input, what was expected and what was found.
+    """
+    expected = [t.name for t in inputs]
+    missing = [n for n in expected if n not in request.inputs]
+    unknown = sorted(set(request.inputs) - set(expected))
+    if missing or unknown:
+        raise UserInputError(
+            f"inputs: expected {expected}, got {sorted(request.inputs)}"
+            + (f" (missing {missing})" if missing else "") + (f" (unknown {unknown})" if unknown else "")
+        )
+    feeds = {}
+    rows: int | None = None
+    first = ""
+    for meta in inputs:
+        tensor = request.inputs[meta.name]
+        found = f"{tensor.datatype} {list(tensor.shape)}"
+        if tensor.datatype != meta.datatype or len(tensor.shape) != len(meta.shape) or any(
+            d != -1 and d != s for d, s in zip(meta.shape, tensor.shape, strict=True)
+        ):
+            raise UserInputError(f"input {meta.name!r}: expected {meta.describe()}, got {found}")
+        axis = batch_axes.get(meta.name, 0)
+        if axis is not None:
+            if rows is not None and tensor.shape[axis] != rows:
+                raise UserInputError(
+                    f"input {meta.name!r}: expected batch {rows} on axis {axis} like input {first!r}, "
+                    f"got {tensor.shape[axis]} ({found})"
+                )
+            if rows is None:
+                rows, first = tensor.shape[axis], meta.name
+        feeds[meta.name] = tensor.data
+    if rows == 0:
+        raise UserInputError(f"input {first!r}: expected at least one row, got 0")
+    return rows or 1, feeds
+
+
 def build_pipeline(runner: PlanRunner, group_by_length: bool = True) -> Pipeline:
     """The pipeline a plan calls for: text models get tokenization, others their tensors."""
     if isinstance(runner.preprocessor, TextPreprocessor):
@@ -150,7 +210,8 @@ def build_pipeline(runner: PlanRunner, group_by_length: bool = True) -> Pipeline
     return TensorPipeline(runner)
 
 
-def _meta(spec: TensorSpec) -> TensorMeta:
+def tensor_meta(spec: TensorSpec) -> TensorMeta:
+    """``spec`` as model metadata shows it."""
     return TensorMeta(spec.name, datatype_of(spec.dtype),
                       tuple(d if isinstance(d, int) else -1 for d in spec.shape))
 
@@ -188,8 +249,8 @@ class TensorPipeline(Pipeline):
     def __init__(self, runner: PlanRunner) -> None:
         super().__init__(runner)
         self.signature: Signature = runner.signature
-        self.inputs = tuple(_meta(s) for s in self.signature.inputs)
-        self.outputs = tuple(_meta(s) for s in self.signature.outputs)
+        self.inputs = tuple(tensor_meta(s) for s in self.signature.inputs)
+        self.outputs = tuple(tensor_meta(s) for s in self.signature.outputs)
         self.batch_axes = {s.name: batch_axis(s) for s in (*self.signature.inputs, *self.signature.outputs)}
         self._mergeable = (any(self.batch_axes[s.name] is not None for s in self.signature.inputs)
                            and all(self.batch_axes[s.name] is not None for s in self.signature.outputs))
@@ -199,37 +260,8 @@ class TensorPipeline(Pipeline):
         return all(axis == 0 for axis in self.batch_axes.values())
 
     def prepare(self, request: InferRequest) -> Work:
-        expected = [t.name for t in self.inputs]
-        missing = [n for n in expected if n not in request.inputs]
-        unknown = sorted(set(request.inputs) - set(expected))
-        if missing or unknown:
-            raise UserInputError(
-                f"inputs: expected {expected}, got {sorted(request.inputs)}"
-                + (f" (missing {missing})" if missing else "") + (f" (unknown {unknown})" if unknown else "")
-            )
-        feeds = {}
-        rows: int | None = None
-        first = ""
-        for meta in self.inputs:
-            tensor = request.inputs[meta.name]
-            found = f"{tensor.datatype} {list(tensor.shape)}"
-            if tensor.datatype != meta.datatype or len(tensor.shape) != len(meta.shape) or any(
-                d != -1 and d != s for d, s in zip(meta.shape, tensor.shape, strict=True)
-            ):
-                raise UserInputError(f"input {meta.name!r}: expected {meta.describe()}, got {found}")
-            axis = self.batch_axes[meta.name]
-            if axis is not None:
-                if rows is not None and tensor.shape[axis] != rows:
-                    raise UserInputError(
-                        f"input {meta.name!r}: expected batch {rows} on axis {axis} like input {first!r}, "
-                        f"got {tensor.shape[axis]} ({found})"
-                    )
-                if rows is None:
-                    rows, first = tensor.shape[axis], meta.name
-            feeds[meta.name] = tensor.data
-        if rows == 0:
-            raise UserInputError(f"input {first!r}: expected at least one row, got 0")
-        return Work(rows or 1, feeds, self.requested(request))
+        rows, feeds = tensor_feeds(self.inputs, self.batch_axes, request)
+        return Work(rows, feeds, self.requested(request))
 
     def execute(self, works: list[Work]) -> list[Outputs]:
         results: list[Outputs | None] = [None] * len(works)
@@ -310,6 +342,37 @@ class TensorPipeline(Pipeline):
         self.times.input_s += t1 - t0
         self.times.infer_s += t2 - t1
         self.times.output_s += time.perf_counter() - t2
+
+
+WARMUP_RUNS = 3
+
+
+def warm_up(pipeline: Pipeline) -> None:
+    """Run the pipeline's sample a few times, then clear its statistics (they count traffic).
+
+    Raises:
+        ModelLoadError: the model failed on the sample, naming the input shapes tried and
+            the runtime's own error.
+    """
+    sample = pipeline.sample()
+    try:
+        for _ in range(WARMUP_RUNS):
+            pipeline.execute([sample])
+    except Exception as exc:
+        raise ModelLoadError(f"warm-up failed{_tried(pipeline, sample)}: {str(exc).strip()}") from exc
+    pipeline.times = StageTimes()
+
+
+def _tried(pipeline: Pipeline, sample: Work) -> str:
+    if not isinstance(pipeline, TensorPipeline):
+        return ""
+    shapes = {name: list(np.shape(a)) for name, a in sample.payload.items()}
+    if pipeline.runner.plan.shapes:
+        return f" at the plan's input shapes {shapes}"
+    free = [s.name for s in pipeline.signature.inputs
+            if any(isinstance(d, str) and j != s.batch_axis for j, d in enumerate(s.shape))]
+    return (f" at input shapes {shapes} (the plan records no input shapes; re-run `inferno accelerate` "
+            f"with --shape NAME:DIMS for {free or 'the inputs'} at sizes the model takes)")
 
 
 def _rows(array: np.ndarray, axis: int | None, start: int, stop: int) -> np.ndarray:

@@ -69,10 +69,11 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(config: ServeConfig) -> None:
-    """Serve until SIGTERM/SIGINT (blocking)."""
+def serve(config: ServeConfig, app: InfernoApp | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (blocking); ``app``: one built with models attached (the
+    cascade), else ``InfernoApp(config)``."""
     raise_open_files_limit(config.max_connections)
-    app = InfernoApp(config)
+    app = app or InfernoApp(config)
     sock = bind(config.host, config.port)
     server = _Server(_uvicorn_config(app, config), app)
     # uvicorn drains, then re-raises the signal against the handlers it found: make those a
@@ -106,11 +107,12 @@ class ServerThread:
     """A real server on 127.0.0.1 in a background thread; ``with ServerThread(config) as url:``.
 
     ``port=0`` picks a free port. Entering waits until ``/v2/health/ready`` answers 200.
+    ``app``: one built with models attached (the cascade), else ``InfernoApp(config)``.
     """
 
-    def __init__(self, config: ServeConfig, ready_timeout_s: float = 120.0) -> None:
+    def __init__(self, config: ServeConfig, ready_timeout_s: float = 120.0, *, app: InfernoApp | None = None) -> None:
         self.config = config
-        self.app = InfernoApp(config)
+        self.app = app or InfernoApp(config)
         self.ready_timeout_s = ready_timeout_s
         self._sock = bind(config.host, config.port)
         self.port: int = self._sock.getsockname()[1]
