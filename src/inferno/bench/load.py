@@ -29,8 +29,9 @@ from typing import Literal, Protocol
 import numpy as np
 
 from inferno.bench.config import MAX_IN_FLIGHT
-from inferno.bench.rawhttp import Address, Failure, HttpSender
 from inferno.bench.stats import Latency, LoadPoint, Mode
+from inferno.protocol.address import Address
+from inferno.protocol.aio import Failure, HttpSender
 
 TICK_S = 0.25
 DRAIN_S = 5.0

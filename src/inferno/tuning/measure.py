@@ -10,6 +10,7 @@ work competed for the CPUs while the figures were taken.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +24,21 @@ from inferno.runtimes.base import Feeds, Runtime
 
 Rows = Callable[[Feeds], int]
 """How many rows (samples) a call's feeds hold: ``Signature.rows``."""
+
+
+@dataclass
+class EvalInputs:
+    """The evaluation data encoded once, shared by every measurement."""
+
+    batches: list[Feeds]
+    timing_batches: list[Feeds]
+    singles: list[Feeds]
+    labels: np.ndarray | None
+    output_index: int
+    rows: Rows
+    """Rows in a call's feeds (``Signature.rows``: the batch axis need not be axis 0)."""
+    output_axis: int | None = 0
+    """The judged output's batch axis; None: each call's output is one row."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +178,21 @@ def energy_per_inference(runtime: Runtime, batches: Sequence[Feeds], device: str
 
 SPIN_LOOPS = 200_000
 """Iterations of the fixed pure-Python loop ``spin_ms`` times (about 10 ms on a 2020s core)."""
+
+
+_LOCATION = re.compile(
+    r"(exception from |check .* failed at |at |in )?\S+\.(c|cc|cpp|cxx|h|hpp|py)(:\d+)+:?", re.IGNORECASE
+)
+ERROR_CHARS = 300
+
+
+def error_message(exc: BaseException) -> str:
+    """``Type: the first line that says something`` (OpenVINO's first lines name only the
+    source file that raised), at most ``ERROR_CHARS`` characters."""
+    lines = [line.strip() for line in str(exc).splitlines()]
+    telling = [line for line in lines if line and not _LOCATION.fullmatch(line)]
+    text = (telling or lines or [""])[0]
+    return f"{type(exc).__name__}: {text}"[:ERROR_CHARS]
 
 
 def spin_ms(tries: int = 3) -> float:

@@ -11,13 +11,16 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import onnx
 
+from inferno.config import AccelerateConfig
 from inferno.errors import InfernoError
 from inferno.models.model import Model
+from inferno.models.text import TextPreprocessor
 from inferno.passes import PASSES, PassContext, integer_op_count, make_pass, op_counts
 from inferno.passes.base import NothingToDo
 from inferno.runtimes import Artifact
@@ -26,6 +29,9 @@ from inferno.tuning.recipes import PREPARATION_PASSES, RECIPES, Recipe, source_e
 log = logging.getLogger(__name__)
 
 ORT_DOMAINS = {"com.microsoft", "com.microsoft.nchwc"}
+GPU_MAX_BATCH = 256
+"""Largest batch GPU runtimes prepare for (TensorRT profiles, CUDA graph buckets): the
+serving default for a GPU plan."""
 
 FLOAT_COMPUTE = ("MatMul", "Conv", "Gemm")
 """The float ops an INT8 recipe exists to quantize; no-op messages report their counts."""
@@ -235,3 +241,22 @@ def build_variants(
         else:
             variants.append(result)
     return variants, skipped
+
+
+def artifact_for(model: Model, variant: Variant | None, cfg: AccelerateConfig) -> Artifact:
+    """What a runtime loads (None: the eager baseline, the source module). Variants whose graph
+    is the unmodified export also carry the source module (PyTorch runtimes run it at the
+    variant's precision); every variant carries the shape options that GPU runtimes size their
+    buckets and TensorRT profiles by."""
+    names = model.signature.input_names
+    if variant is None:
+        return Artifact(None, names, torch_factory=model.torch_factory)
+    artifact = variant.artifact(names)
+    shapes: dict[str, Any] = {"max_batch_size": max(cfg.batch_size, GPU_MAX_BATCH), "opt_batch_size": cfg.batch_size,
+                              # verified by the loader; runtimes must not split on axis 0
+                              "batch_first": model.signature.batch_first}
+    if isinstance(model.preprocessor, TextPreprocessor):
+        shapes |= {"sequence_inputs": tuple(model.preprocessor.input_names),
+                   "max_sequence_length": model.preprocessor.max_length}
+    factory = model.torch_factory if source_equivalent(variant.recipe) else None
+    return replace(artifact, torch_factory=factory, options=artifact.options.with_defaults(**shapes))
