@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from inferno.errors import ConfigError
+from inferno.protocol.address import DEFAULT_URL, check_url
 
-DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_GRPC_PORT = 8001
 """Triton's (and ``inferno serve``'s) gRPC port."""
 DEFAULT_CONCURRENCY = (1, 16, 64)
@@ -21,40 +21,6 @@ MAX_IN_FLIGHT = 1024
 
 Concurrency = Annotated[int, Field(ge=1, le=MAX_IN_FLIGHT)]
 Rate = Annotated[float, Field(gt=0, le=100_000)]
-
-
-def check_url(url: str, option: str = "--url", grpc: bool = False) -> str:
-    """Return ``url`` as ``scheme://host[:port]`` (no trailing slash); ``option`` names it in errors.
-
-    ``grpc`` accepts ``grpc://host[:port]`` too.
-
-    Raises:
-        ConfigError: when it is not ``http(s)://host[:port]`` (a path, query, fragment or
-            user name would make the generator contact something other than the server).
-    """
-    schemes = ("http", "https", "grpc") if grpc else ("http", "https")
-    expected = (
-        "expected http(s)://host[:port] or grpc://host[:port], e.g. "
-        if grpc
-        else "expected http(s)://host[:port], e.g. "
-    ) + DEFAULT_URL
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"{option} {url!r}: {exc}; {expected}") from exc
-    if parts.scheme not in schemes or not parts.hostname:
-        raise ConfigError(f"{option} {url!r}: {expected}")
-    if (
-        parts.path not in ("", "/")
-        or parts.query
-        or parts.fragment
-        or parts.username
-        or "@" in parts.netloc
-    ):
-        raise ConfigError(f"{option} {url!r}: {expected}, without a path, query or user name")
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
 
 
 class BenchConfig(BaseModel):

@@ -17,9 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from inferno.bench.inputs import raw_bytes
-from inferno.bench.metadata import InputSpec, parse_metadata
+from inferno.bench.metadata import parse_metadata
 from inferno.errors import MissingExtraError, UnknownModelError, UserInputError
+from inferno.protocol.address import unreachable
+from inferno.protocol.codec import tensor_bytes
+from inferno.protocol.metadata import TensorSpec, named
 
 SERVICE = "/inference.GRPCInferenceService/"
 INFER = SERVICE + "ModelInfer"
@@ -53,7 +55,7 @@ def call_metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
 def infer_requests(
     model: str,
     version: str | None,
-    specs: tuple[InputSpec, ...],
+    specs: tuple[TensorSpec, ...],
     samples: Sequence[dict[str, np.ndarray]],
 ) -> tuple[bytes, ...]:
     """One serialized ``ModelInferRequest`` per sample: every input in ``raw_input_contents``."""
@@ -64,7 +66,7 @@ def infer_requests(
         for spec in specs:
             array = arrays[spec.name]
             request.inputs.add(name=spec.name, datatype=spec.datatype, shape=list(array.shape))
-            request.raw_input_contents.append(raw_bytes(spec.datatype, array))
+            request.raw_input_contents.append(tensor_bytes(array, spec.datatype))
         requests.append(request.SerializeToString())
     return tuple(requests)
 
@@ -119,7 +121,7 @@ def _why(code: str, details: str) -> str:
 
 async def fetch_inputs(
     address: str, model: str, version: str | None, token: str | None, timeout_s: float
-) -> tuple[InputSpec, ...]:
+) -> tuple[TensorSpec, ...]:
     """The model's inputs from the ModelMetadata RPC.
 
     Raises:
@@ -129,7 +131,7 @@ async def fetch_inputs(
     """
     grpc, service_pb2 = require_grpc()
     url = f"grpc://{address}"
-    named = f"model {model!r}" + (f" version {version!r}" if version else "")
+    which = named(model, version)
     async with grpc.aio.insecure_channel(address, options=UNLIMITED) as channel:
         call = channel.unary_unary(
             METADATA,
@@ -147,20 +149,18 @@ async def fetch_inputs(
             code = kind.removeprefix("gRPC ")
             if code == "NOT_FOUND":
                 raise UnknownModelError(
-                    f"{named} is not served at {url} ({kind}: {details})"
+                    f"{which} is not served at {url} ({kind}: {details})"
                 ) from exc
             if code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
                 raise UserInputError(
-                    f"{url} refused the metadata request for {named} ({kind}: {details}); "
+                    f"{url} refused the metadata request for {which} ({kind}: {details}); "
                     "pass the server's token with --token"
                 ) from exc
             if code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
-                raise UserInputError(
-                    f"cannot reach {url}: {_why(code, details)} — is `inferno serve` running "
-                    "with its gRPC port there (--grpc-port)?"
-                ) from exc
+                hint = "is `inferno serve` running with its gRPC port there (--grpc-port)?"
+                raise UserInputError(unreachable(url, _why(code, details), hint=hint)) from exc
             raise UserInputError(
-                f"{named}: metadata request to {url} failed: {kind}: {details}"
+                f"{which}: metadata request to {url} failed: {kind}: {details}"
             ) from exc
     doc = {
         "inputs": [

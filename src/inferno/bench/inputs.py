@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import orjson
 
-from inferno.bench.metadata import DTYPES, InputSpec
 from inferno.errors import DataMismatchError, UserInputError
 from inferno.models.zoo.minilm import sentences as bundled_sentences
+from inferno.protocol.codec import encode_request
+from inferno.protocol.datatypes import value_dtype
+from inferno.protocol.metadata import TensorSpec
 
 POOL_SIZE = 64
 """Distinct synthesized bodies, cycled through."""
@@ -33,7 +34,7 @@ VARIABLE_DIM = 16
 class RequestPool:
     """The inputs of each request, and a line saying where they came from."""
 
-    specs: tuple[InputSpec, ...]
+    specs: tuple[TensorSpec, ...]
     samples: tuple[dict[str, np.ndarray], ...]
     """One ``{input name: array}`` per request, cycled through."""
     description: str
@@ -48,14 +49,14 @@ class RequestPool:
         return tuple(encode_binary(self.specs, arrays) for arrays in self.samples)
 
 
-def concrete_shape(spec: InputSpec, batch: int) -> list[int]:
+def concrete_shape(spec: TensorSpec, batch: int) -> list[int]:
     """The request shape: a variable first dimension is ``batch``; others are 16 (1 for text)."""
     other = 1 if spec.datatype == "BYTES" else VARIABLE_DIM
     return [(batch if i == 0 else other) if d < 0 else d for i, d in enumerate(spec.shape)]
 
 
 def synthesize(
-    spec: InputSpec, batch: int, rng: np.random.Generator, sentences: list[str], start: int = 0
+    spec: TensorSpec, batch: int, rng: np.random.Generator, sentences: list[str], start: int = 0
 ) -> np.ndarray:
     """Random values of the right dtype and shape, in a range any model accepts.
 
@@ -68,7 +69,7 @@ def synthesize(
     if spec.datatype == "BYTES":
         picked = [sentences[(start + i) % len(sentences)] for i in range(size)]
         return np.array(picked, dtype=object).reshape(shape)
-    dtype = np.dtype(DTYPES[spec.datatype])
+    dtype = value_dtype(spec.datatype)
     lowered = spec.name.lower()
     if dtype == np.bool_:
         return rng.integers(0, 2, size=shape).astype(bool)
@@ -81,58 +82,19 @@ def synthesize(
     return rng.standard_normal(shape).astype(dtype)
 
 
-def encode(specs: tuple[InputSpec, ...], arrays: dict[str, np.ndarray]) -> bytes:
-    """One infer request body: ``{"inputs": [{name, shape, datatype, data (flat)}]}``."""
-    inputs = []
-    for spec in specs:
-        array = arrays[spec.name]
-        flat = array.ravel()
-        data = [str(v) for v in flat] if spec.datatype == "BYTES" else flat.tolist()
-        inputs.append(
-            {"name": spec.name, "shape": list(array.shape), "datatype": spec.datatype, "data": data}
-        )
-    return orjson.dumps({"inputs": inputs})
+def encode(specs: tuple[TensorSpec, ...], arrays: dict[str, np.ndarray]) -> bytes:
+    """One infer request body: ``{"inputs": [{name, datatype, shape, data (flat)}]}``."""
+    body, _ = encode_request((s.name, s.datatype, arrays[s.name]) for s in specs)
+    return body
 
 
-def raw_bytes(datatype: str, array: np.ndarray) -> bytes:
-    """A tensor's bytes as the binary extension and gRPC's ``raw_input_contents`` carry them.
-
-    Row-major, little-endian; BYTES elements are a 4-byte little-endian length then the UTF-8
-    bytes; BF16 is the top two bytes of each FP32 value.
-    """
-    if datatype == "BYTES":
-        parts = []
-        for value in array.ravel().tolist():
-            data = value if isinstance(value, bytes) else str(value).encode("utf-8")
-            parts.append(len(data).to_bytes(4, "little") + data)
-        return b"".join(parts)
-    if datatype == "BF16":
-        bits = np.ascontiguousarray(array, dtype="<f4").view("<u4") >> 16
-        return bits.astype("<u2").tobytes()
-    return np.ascontiguousarray(array, dtype=np.dtype(DTYPES[datatype]).newbyteorder("<")).tobytes()
-
-
-def encode_binary(specs: tuple[InputSpec, ...], arrays: dict[str, np.ndarray]) -> tuple[bytes, int]:
+def encode_binary(specs: tuple[TensorSpec, ...], arrays: dict[str, np.ndarray]) -> tuple[bytes, int]:
     """One body in Triton's binary tensor extension, and its JSON header's length.
 
     The header lists each input with ``parameters.binary_data_size`` and asks for every output
     in binary (``binary_data_output``), as ``tritonclient`` does with ``binary_data=True``.
     """
-    inputs, chunks = [], []
-    for spec in specs:
-        array = arrays[spec.name]
-        raw = raw_bytes(spec.datatype, array)
-        inputs.append(
-            {
-                "name": spec.name,
-                "shape": list(array.shape),
-                "datatype": spec.datatype,
-                "parameters": {"binary_data_size": len(raw)},
-            }
-        )
-        chunks.append(raw)
-    header = orjson.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}})
-    return header + b"".join(chunks), len(header)
+    return encode_request(((s.name, s.datatype, arrays[s.name]) for s in specs), binary=True, binary_output=True)
 
 
 def read_text(path: Path) -> list[str]:
@@ -150,7 +112,7 @@ def read_text(path: Path) -> list[str]:
     return lines
 
 
-def read_npz(path: Path, specs: tuple[InputSpec, ...]) -> dict[str, np.ndarray]:
+def read_npz(path: Path, specs: tuple[TensorSpec, ...]) -> dict[str, np.ndarray]:
     """The arrays of ``--data`` named like the inputs (other arrays, e.g. labels, are ignored).
 
     Raises:
@@ -180,7 +142,7 @@ def read_npz(path: Path, specs: tuple[InputSpec, ...]) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _fit(path: Path, spec: InputSpec, array: np.ndarray) -> np.ndarray:
+def _fit(path: Path, spec: TensorSpec, array: np.ndarray) -> np.ndarray:
     found = f"{array.dtype} {list(array.shape)}"
     expected = f"expected {spec.datatype} [samples, ...] matching {list(spec.shape)}"
     if (
@@ -193,14 +155,14 @@ def _fit(path: Path, spec: InputSpec, array: np.ndarray) -> np.ndarray:
         if array.dtype.kind not in "USO":
             raise DataMismatchError(f"--data {path}: input {spec.name!r}: {expected}, got {found}")
         return array.astype(object)
-    target = np.dtype(DTYPES[spec.datatype])
+    target = value_dtype(spec.datatype)
     if not np.can_cast(array.dtype, target, casting="same_kind"):
         raise DataMismatchError(f"--data {path}: input {spec.name!r}: {expected}, got {found}")
     return array.astype(target, copy=False)
 
 
 def build_pool(
-    specs: tuple[InputSpec, ...],
+    specs: tuple[TensorSpec, ...],
     *,
     batch: int,
     data: Path | None = None,
@@ -219,7 +181,7 @@ def build_pool(
     if text is not None and not text_inputs:
         raise DataMismatchError(
             f"--text {text}: model has no BYTES input to send text to; "
-            f"its inputs are {[s.describe() for s in specs]}"
+            f"its inputs are {[f'{s.name} {s.describe()}' for s in specs]}"
         )
     sentences = read_text(text) if text is not None else bundled_sentences()  # minilm's evaluation text
     real = read_npz(data, specs) if data is not None else {}
@@ -255,5 +217,5 @@ def build_pool(
         )
         if len(text_inputs) < len(specs):
             source += ", other inputs synthesized"
-    shapes = "; ".join(s.describe() for s in specs)
+    shapes = "; ".join(f"{s.name} {s.describe()}" for s in specs)
     return RequestPool(specs, tuple(requests), f"{shapes} — batch {batch}, {source}")

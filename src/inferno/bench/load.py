@@ -178,6 +178,13 @@ class Tally:
         if len(seen) < EXAMPLES and message not in seen:
             seen.append(message)
 
+    def record(self, failure: Failure | None, seconds: float) -> None:
+        """One finished request: its latency when it succeeded, else its failure."""
+        if failure is None:
+            self.latencies.append(seconds)
+        else:
+            self.fail(*failure)
+
     def outcome(self, window_s: float, cpu_share: float | None, sent: int | None = None) -> Outcome:
         return Outcome(
             latencies=np.asarray(self.latencies, dtype=np.float64),
@@ -253,10 +260,7 @@ async def closed_loop(
             if finish > end:
                 done.set()
                 break
-            if failure is None:
-                tally.latencies.append(finish - start)
-            else:
-                tally.fail(*failure)
+            tally.record(failure, finish - start)
             if limit is not None and tally.count >= limit:
                 stopped_at.append(finish)
                 done.set()
@@ -292,12 +296,8 @@ async def open_loop(
     async def one(index: int, record: bool) -> None:
         start = time.perf_counter()
         failure = await sender.send(index)
-        if not record:
-            return
-        if failure is None:
-            tally.latencies.append(time.perf_counter() - start)
-        else:
-            tally.fail(*failure)
+        if record:
+            tally.record(failure, time.perf_counter() - start)
 
     async def issue() -> None:
         nonlocal sent, window

@@ -11,9 +11,12 @@ from inferno.bench.config import BenchConfig
 from inferno.bench.fanout import ClientPool, available_cpus, clients_for
 from inferno.bench.inputs import RequestPool, build_pool
 from inferno.bench.load import Progress, Target, Tick, merge, run_point
-from inferno.bench.metadata import fetch_inputs, metadata_path
-from inferno.bench.rawhttp import Address, build_request
+from inferno.bench.metadata import fetch_inputs
 from inferno.bench.stats import BenchReport, LoadPoint, Mode, label
+from inferno.protocol.address import Address
+from inferno.protocol.aio import build_request
+from inferno.protocol.codec import request_headers
+from inferno.protocol.metadata import model_path
 
 log = logging.getLogger(__name__)
 Progressed = Callable[[str, float], None]
@@ -63,19 +66,14 @@ def _auth(config: BenchConfig) -> dict[str, str]:
 def http_requests(config: BenchConfig, pool: RequestPool) -> tuple[bytes, ...]:
     """Whole infer requests (head and body) for HTTP, JSON or binary extension."""
     address = Address.of(config.url)
-    path = metadata_path(config.model, config.version) + "/infer"
+    path = model_path(config.model, config.version, "/infer")
     if not config.binary:
-        headers = {"Content-Type": "application/json", **_auth(config)}
+        headers = {**request_headers(False, 0), **_auth(config)}
         return tuple(build_request(address, "POST", path, headers, body) for body in pool.bodies)
-    requests = []
-    for body, header_length in pool.binary_bodies():
-        headers = {
-            "Content-Type": "application/octet-stream",
-            "Inference-Header-Content-Length": str(header_length),
-            **_auth(config),
-        }
-        requests.append(build_request(address, "POST", path, headers, body))
-    return tuple(requests)
+    return tuple(
+        build_request(address, "POST", path, {**request_headers(True, length), **_auth(config)}, body)
+        for body, length in pool.binary_bodies()
+    )
 
 
 async def _target(config: BenchConfig, progress: Progressed) -> tuple[Target, RequestPool]:

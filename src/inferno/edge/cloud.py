@@ -1,43 +1,33 @@
 """The cloud side of a cascade: a small synchronous Open Inference Protocol v2 client.
 
-Requests go over persistent ``http.client`` connections (one per calling thread at a time,
-kept for reuse), with the inputs and the requested output as binary tensors (Triton's
-binary tensor extension) unless ``binary=False``. Everything that can go wrong at the
-cloud — refused connection, timeout, a 4xx/5xx answer, a body that is not a v2 response —
-is a :class:`CloudError` naming the URL and the status; nothing else escapes.
+Requests go over :class:`inferno.protocol.Client`'s persistent ``http.client`` connections
+(one per calling thread at a time, kept for reuse), with the inputs and the requested output
+as binary tensors (Triton's binary tensor extension) unless ``binary=False``. Everything that
+can go wrong at the cloud — refused connection, timeout, a 4xx/5xx answer, a body that is not
+a v2 response — is a :class:`CloudError` naming the URL and the status; nothing else escapes.
+Only :mod:`inferno.protocol` is spoken here: importing this module loads no server.
 """
 
 from __future__ import annotations
 
-import http.client
 import logging
-import queue
-import socket
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
 
 import numpy as np
 import orjson
 
-from inferno.bench.config import check_url
-from inferno.bench.metadata import error_text
-from inferno.errors import CloudError
-from inferno.serving.protocol import DATATYPES, HEADER_LENGTH, datatype_of
+from inferno.errors import CloudError, UserInputError
+from inferno.protocol.address import check_url
+from inferno.protocol.client import Client, Unreachable
+from inferno.protocol.codec import HEADER_LENGTH, error_text, request_headers, response_outputs
+from inferno.protocol.codec import encode_request as encode_body
+from inferno.protocol.datatypes import datatype_of
+from inferno.protocol.metadata import TensorSpec, model_path, named
 
 log = logging.getLogger(__name__)
 
-IDLE_CONNECTIONS = 8
-"""Connections kept open for reuse; more concurrent callers open (and then drop) their own."""
-
-
-@dataclass(frozen=True)
-class CloudTensor:
-    """An input or output as the cloud's model metadata shows it (``-1``: variable)."""
-
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
+HINT = "is `inferno serve` running there?"
 
 
 @dataclass(frozen=True)
@@ -45,8 +35,8 @@ class CloudModel:
     """What the cascade needs of the cloud's model: its inputs, outputs and batch limit."""
 
     name: str
-    inputs: tuple[CloudTensor, ...]
-    outputs: tuple[CloudTensor, ...]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
     max_batch_size: int | None
     """Most rows one request may carry (the model configuration's), None when not told."""
 
@@ -71,23 +61,16 @@ class CloudClient:
         self.timeout_s = timeout_s
         self.binary = binary
         self.output = output
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
-        parts = urlsplit(self.url)
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname or ""
-        self._port = parts.port
-        self._idle: queue.LifoQueue[http.client.HTTPConnection] = queue.LifoQueue(IDLE_CONNECTIONS)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._client = Client(self.url, timeout_s, headers)
         self._model: CloudModel | None = None
 
     @property
     def named(self) -> str:
-        return f"model {self.model!r}" + (f" version {self.version!r}" if self.version else "")
+        return named(self.model, self.version)
 
     def _path(self, suffix: str = "") -> str:
-        path = f"/v2/models/{quote(self.model, safe='')}"
-        if self.version:
-            path += f"/versions/{quote(self.version, safe='')}"
-        return path + suffix
+        return model_path(self.model, self.version, suffix)
 
     # -- model metadata --------------------------------------------------------------------------
 
@@ -101,8 +84,8 @@ class CloudClient:
             return self._model
         doc = self._get_json(self._path())
         try:
-            inputs = tuple(_tensor(t) for t in doc["inputs"])
-            outputs = tuple(_tensor(t) for t in doc["outputs"])
+            inputs = tuple(TensorSpec.from_dict(t) for t in doc["inputs"])
+            outputs = tuple(TensorSpec.from_dict(t) for t in doc["outputs"])
         except (KeyError, TypeError, ValueError) as exc:
             raise CloudError(f"{self.url}: the metadata of {self.named} is not a v2 model metadata "
                              f"document ({type(exc).__name__}: {exc})", self.url, 200) from None
@@ -166,7 +149,7 @@ class CloudClient:
             raise self._refusal(status, reply, "infer request")
         try:
             return decode_output(reply, reply_headers.get(HEADER_LENGTH), self.output or "")
-        except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
+        except (KeyError, TypeError, ValueError, UserInputError) as exc:
             raise CloudError(f"{self.url}: the infer response of {self.named} is not a v2 response with "
                              f"output {self.output!r} ({type(exc).__name__}: {exc})", self.url, status) from None
 
@@ -174,66 +157,20 @@ class CloudClient:
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-        """One HTTP exchange on a kept connection; one retry on a fresh connection when a
-        kept one turns out to be closed by the server.
+        """One HTTP exchange on a kept connection: ``(status, lower-cased headers, body)``.
 
         Raises:
             CloudError: no connection, no answer within ``timeout_s``.
         """
-        all_headers = {**self._headers, **(headers or {})}
-        for attempt in (0, 1):
-            conn, reused = self._connection()
-            try:
-                conn.request(method, path, body=body, headers=all_headers)
-                reply = conn.getresponse()
-                data = reply.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
-                conn.close()
-                if reused and attempt == 0:
-                    continue
-                raise self._unreachable(exc) from None
-            except (OSError, http.client.HTTPException) as exc:
-                conn.close()
-                raise self._unreachable(exc) from None
-            if reply.will_close:
-                conn.close()
-            else:
-                self._keep(conn)
-            return reply.status, {k.lower(): v for k, v in reply.getheaders()}, data
-        raise AssertionError("unreachable: the loop returns or raises")
-
-    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
         try:
-            return self._idle.get_nowait(), True
-        except queue.Empty:
-            kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            return kind(self._host, self._port, timeout=self.timeout_s), False
-
-    def _keep(self, conn: http.client.HTTPConnection) -> None:
-        try:
-            self._idle.put_nowait(conn)
-        except queue.Full:
-            conn.close()
-
-    def _unreachable(self, exc: BaseException) -> CloudError:
-        if isinstance(exc, (TimeoutError, socket.timeout)):
-            why = f"no answer within {self.timeout_s:g} s"
-        elif isinstance(exc, ConnectionRefusedError):
-            why = "connection refused"
-        elif isinstance(exc, OSError) and exc.strerror:
-            why = exc.strerror.lower()
-        else:
-            why = str(exc) or type(exc).__name__
-        return CloudError(f"cannot reach the cloud at {self.url}: {why} — is `inferno serve` running there?",
-                          self.url)
+            response = self._client.request(method, path, body, headers)
+        except Unreachable as exc:
+            raise CloudError(exc.line("the cloud at ", HINT), self.url) from None
+        return response.status, response.headers, response.body
 
     def close(self) -> None:
         """Close the kept connections (the client opens new ones if used again)."""
-        while True:
-            try:
-                self._idle.get_nowait().close()
-            except queue.Empty:
-                return
+        self._client.close()
 
 
 def classification_output(model: CloudModel, url: str) -> str:
@@ -245,57 +182,27 @@ def classification_output(model: CloudModel, url: str) -> str:
     for out in model.outputs:
         if out.datatype.startswith(("FP", "BF")) and len(out.shape) == 2 and out.shape[1] > 1:
             return out.name
-    found = ", ".join(f"{o.name} {o.datatype} {list(o.shape)}" for o in model.outputs) or "none"
+    found = ", ".join(f"{o.name} {o.describe()}" for o in model.outputs) or "none"
     raise CloudError(f"cloud model {model.name!r} at {url}: expected a float [batch, classes] output, "
                      f"found {found}", url, 200)
 
 
 def encode_request(inputs: dict[str, np.ndarray], output: str, binary: bool) -> tuple[bytes, dict[str, str]]:
     """A v2 infer body asking for ``output`` (every output when empty), and its headers."""
-    tensors: list[dict[str, Any]] = []
-    chunks: list[bytes] = []
-    for name, array in inputs.items():
-        tensor: dict[str, Any] = {"name": name, "datatype": datatype_of(array.dtype), "shape": list(array.shape)}
-        if binary:
-            raw = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
-            tensor["parameters"] = {"binary_data_size": len(raw)}
-            chunks.append(raw)
-        else:
-            tensor["data"] = np.ascontiguousarray(array).reshape(-1)
-        tensors.append(tensor)
-    doc: dict[str, Any] = {"inputs": tensors, "parameters": {"binary_data_output": binary}}
-    if output:
-        doc["outputs"] = [{"name": output, "parameters": {"binary_data": binary}}]
-    header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
-    headers = {"Content-Type": "application/octet-stream" if binary else "application/json"}
-    if binary:
-        headers["Inference-Header-Content-Length"] = str(len(header))
-    return header + b"".join(chunks), headers
+    body, length = encode_body(((name, datatype_of(a.dtype), a) for name, a in inputs.items()),
+                               binary=binary, binary_output=binary, outputs=[output] if output else [])
+    return body, request_headers(binary, length)
 
 
 def decode_output(body: bytes, header_length: str | None, output: str) -> np.ndarray:
     """The named output (the first float 2-D one when ``output`` is empty) of a v2 response.
 
     Raises:
-        KeyError, ValueError, TypeError: the body is not such a response.
+        KeyError, ValueError, TypeError: the body is not such a response (UserInputError:
+            binary data that does not make the output's shape).
     """
-    n = int(header_length) if header_length is not None else len(body)
-    doc = orjson.loads(body[:n])
-    offset = n
-    for tensor in doc["outputs"]:
-        datatype, shape = tensor["datatype"], [int(d) for d in tensor["shape"]]
-        size = (tensor.get("parameters") or {}).get("binary_data_size")
-        wanted = tensor["name"] == output or (not output and datatype.startswith("FP") and len(shape) == 2)
-        if wanted:
-            dtype = DATATYPES[datatype]
-            if size is not None:
-                array = np.frombuffer(body[offset:offset + int(size)], dtype=dtype)
-            else:
-                array = np.asarray(tensor["data"], dtype=dtype)
-            return array.reshape(shape)
-        offset += int(size or 0)
+    for out in response_outputs(body, header_length):
+        spec = out.spec
+        if spec.name == output or (not output and spec.datatype.startswith("FP") and len(spec.shape) == 2):
+            return out.array()
     raise KeyError(f"no output {output or 'of float [batch, classes]'} in the response")
-
-
-def _tensor(doc: dict[str, Any]) -> CloudTensor:
-    return CloudTensor(str(doc["name"]), str(doc["datatype"]).upper(), tuple(int(d) for d in doc["shape"]))

@@ -27,19 +27,15 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import numpy as np
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from inferno._version import __version__
 from inferno.errors import ConfigError, InfernoError, ServiceUnavailableError, UserInputError
-from inferno.serving.protocol import (
-    DATATYPES,
-    InferRequest,
-    datatype_of,
-    input_tensor,
-    requested_outputs,
-    tensor_bytes,
-)
+from inferno.protocol.codec import tensor_bytes
+from inferno.protocol.datatypes import DATATYPES, datatype_of
+from inferno.serving.protocol import InferRequest, input_tensor, requested_outputs
 from inferno.serving.stats import PROTOCOL
 
 if TYPE_CHECKING:
@@ -51,11 +47,22 @@ STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTI
           503: grpc.StatusCode.UNAVAILABLE, 504: grpc.StatusCode.DEADLINE_EXCEEDED}
 """HTTP status of an InfernoError → gRPC status code: the one map for this protocol."""
 
-_TYPED = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
-          "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
-          "UINT32": "uint_contents", "UINT64": "uint64_contents", "FP32": "fp32_contents",
-          "FP64": "fp64_contents", "BYTES": "bytes_contents"}
-"""Which ``InferTensorContents`` field carries a datatype (FP16 and BF16 travel raw only)."""
+
+
+def _contents_field(datatype: str, dtype: np.dtype[Any]) -> str | None:
+    """The ``InferTensorContents`` field of a datatype: 32-bit integer fields hold the smaller
+    ones, FP16 (and BF16) have none and travel raw only."""
+    if datatype == "BYTES":
+        return "bytes_contents"
+    if dtype.kind == "b":
+        return "bool_contents"
+    if dtype.kind in "iu":
+        return f"{'u' if dtype.kind == 'u' else ''}int{'64' if dtype.itemsize == 8 else ''}_contents"
+    return f"fp{8 * dtype.itemsize}_contents" if dtype.kind == "f" and dtype.itemsize >= 4 else None
+
+
+_TYPED = {name: f for name, dtype in DATATYPES.items() if (f := _contents_field(name, dtype)) is not None}
+"""Which ``InferTensorContents`` field carries a datatype, from the protocol's table."""
 
 _UNSUPPORTED = ("SystemSharedMemoryStatus", "SystemSharedMemoryRegister", "SystemSharedMemoryUnregister",
                 "CudaSharedMemoryStatus", "CudaSharedMemoryRegister", "CudaSharedMemoryUnregister",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from inferno.protocol.datatypes import DATATYPES
+
 MODEL_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 """A model name as the repository accepts it (``inferno.repository.check_name``)."""
 
@@ -16,8 +18,7 @@ VERSION_PATTERN = "^[1-9][0-9]{0,17}$"
 """A version as the repository writes it: canonical decimal, no leading zero (others: 404)."""
 
 _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
-_DATATYPE = {"type": "string", "enum": ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32",
-                                        "INT64", "FP16", "FP32", "FP64", "BYTES"]}
+_DATATYPE = {"type": "string", "enum": list(DATATYPES)}
 _TENSOR_META: dict[str, Any] = {"type": "object", "required": ["name", "datatype", "shape"],
                 "properties": {"name": {"type": "string"}, "datatype": _DATATYPE,
                                "shape": {"type": "array", "items": {"type": "integer"},

@@ -1,4 +1,5 @@
-"""Open Inference Protocol v2 infer bodies: JSON tensors and Triton's binary tensor extension.
+"""The server's side of Open Inference Protocol v2 infer bodies: strict request parsing and
+the response encoder, over the shared tensor codec of :mod:`inferno.protocol`.
 
 Parsing is strict and every refusal names the input, what was expected and what was found:
 the server answers it as 400 and keeps serving. Nested JSON ``data`` must be its shape level
@@ -10,7 +11,6 @@ than written as ``null``. Nothing here knows about models.
 from __future__ import annotations
 
 import math
-import struct
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
@@ -19,32 +19,25 @@ import numpy as np
 import orjson
 
 from inferno.errors import UserInputError
+from inferno.protocol.codec import (
+    HEADER_LENGTH,
+    error_body,
+    json_values,
+    objects,
+    split_body,
+    tensor_bytes,
+    tensor_from_bytes,
+)
+from inferno.protocol.datatypes import DATATYPES, datatype_of
 
-HEADER_LENGTH = "inference-header-content-length"
+__all__ = [  # DATATYPES ... tensor_bytes: inferno.protocol's, for the serving modules importing them from here
+    "DATATYPES", "HEADER_LENGTH", "InferRequest", "InputTensor", "OutputTensor", "RequestedOutput",
+    "datatype_of", "encode_infer_response", "error_body", "input_tensor", "json_object",
+    "parse_infer_request", "requested_outputs", "tensor_bytes",
+]
 
 MAX_NESTING = 32
 """Most levels of lists JSON ``data`` may nest."""
-
-DATATYPES: dict[str, np.dtype[Any]] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype("<u1"), "UINT16": np.dtype("<u2"), "UINT32": np.dtype("<u4"), "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("<i1"), "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
-    "BYTES": np.dtype(object),
-}
-_NAMES = {dtype: name for name, dtype in DATATYPES.items() if name != "BYTES"}
-
-
-def datatype_of(dtype: np.dtype[Any] | str) -> str:
-    """The protocol datatype of a numpy dtype (``float32`` → ``FP32``)."""
-    dt = np.dtype(dtype)
-    if dt.kind in "OSU":
-        return "BYTES"
-    name = _NAMES.get(dt)
-    if name is None:
-        raise UserInputError(f"dtype {dt}: no Open Inference Protocol datatype for it")
-    return name
-
 
 @dataclass(frozen=True)
 class InputTensor:
@@ -56,7 +49,7 @@ class InputTensor:
 
     def raw(self) -> bytes:
         """The tensor's content as bytes (the response cache's key material)."""
-        return _binary(self.data, self.datatype)
+        return tensor_bytes(self.data, self.datatype)
 
 
 @dataclass(frozen=True)
@@ -88,7 +81,7 @@ class OutputTensor:
 
 def parse_infer_request(body: bytes, header_length: str | None = None) -> InferRequest:
     """Parse an infer body; ``header_length`` is the ``Inference-Header-Content-Length`` header."""
-    header, binary = _split(body, header_length)
+    header, binary = split_body(body, header_length)
     doc = json_object(header, "request body")
     params = _parameters(doc.get("parameters"), "request")
     raw_inputs = doc.get("inputs")
@@ -128,21 +121,6 @@ def json_object(raw: bytes, where: str) -> dict[str, Any]:
     return doc
 
 
-def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
-    if header_length is None:
-        return body, b""
-    try:
-        n = int(header_length)
-    except ValueError:
-        n = -1
-    if not 0 < n <= len(body):
-        raise UserInputError(
-            f"header Inference-Header-Content-Length: expected a length between 1 and the body size "
-            f"{len(body)}, got {header_length!r}"
-        )
-    return body[:n], body[n:]
-
-
 def input_tensor(name: Any, datatype: Any, shape: Any, *, raw: bytes | None = None,
                  values: list[Any] | None = None) -> InputTensor:
     """One input from another transport (gRPC): its bytes as in the binary extension (``raw``),
@@ -152,7 +130,7 @@ def input_tensor(name: Any, datatype: Any, shape: Any, *, raw: bytes | None = No
     where = f"input {name!r}"
     datatype, shape, count = _checked(where, datatype, shape)
     if raw is not None:
-        array = _from_binary(raw, datatype, count, where)
+        array = tensor_from_bytes(raw, datatype, count, where)
     elif values is not None:
         array = _from_json(values, datatype, shape, count, where)
     else:
@@ -164,11 +142,6 @@ def requested_outputs(names_and_classes: list[tuple[Any, Any]]) -> tuple[Request
     """Requested outputs from another transport, as ``(name, class_count)``, checked like JSON's."""
     items = [{"name": n, "parameters": {"classification": k}} for n, k in names_and_classes]
     return _outputs(items, True)
-
-
-def tensor_bytes(data: np.ndarray, datatype: str) -> bytes:
-    """A tensor as the binary extension (and gRPC's raw contents) carry it."""
-    return _binary(data, datatype)
 
 
 def _input(raw: Any, index: int, binary: bytes, offset: int) -> tuple[InputTensor, int]:
@@ -191,7 +164,7 @@ def _input(raw: Any, index: int, binary: bytes, offset: int) -> tuple[InputTenso
                 f"{where}: expected at most {len(binary) - offset} binary bytes left for it, "
                 f"got binary_data_size {size}"
             )
-        array = _from_binary(binary[offset:offset + size], datatype, count, where)
+        array = tensor_from_bytes(binary[offset:offset + size], datatype, count, where)
         offset += size
     elif "data" in raw:
         array = _from_json(raw["data"], datatype, shape, count, where)
@@ -209,38 +182,6 @@ def _checked(where: str, datatype: Any, shape: Any) -> tuple[str, list[int], int
     return datatype, shape, math.prod(shape)
 
 
-def _from_binary(chunk: bytes, datatype: str, count: int, where: str) -> np.ndarray:
-    if datatype == "BYTES":
-        items: list[bytes] = []
-        pos = 0
-        while pos < len(chunk):
-            if pos + 4 > len(chunk):
-                raise UserInputError(
-                    f"{where}: BYTES element {len(items)}: expected a 4-byte length, got {len(chunk) - pos} bytes"
-                )
-            (length,) = struct.unpack_from("<I", chunk, pos)
-            pos += 4
-            if pos + length > len(chunk):
-                raise UserInputError(
-                    f"{where}: BYTES element {len(items)}: expected at most {len(chunk) - pos} bytes "
-                    f"(all that remain), got a length that claims {length} bytes"
-                )
-            items.append(chunk[pos:pos + length])
-            pos += length
-        if len(items) != count:
-            raise UserInputError(f"{where}: expected {count} elements (its shape), got {len(items)} in the binary data")
-        return _objects(items)
-    dtype = DATATYPES[datatype]
-    if len(chunk) != count * dtype.itemsize:
-        raise UserInputError(
-            f"{where}: expected {count * dtype.itemsize} bytes ({count} {datatype} elements), "
-            f"got binary_data_size {len(chunk)}"
-        )
-    # NaN and Inf stay: a model may take them (missing values), and the server's data
-    # validation (validation: count | reject) is where they are counted or refused
-    return np.frombuffer(chunk, dtype=dtype)
-
-
 def _from_json(data: Any, datatype: str, shape: list[int], count: int, where: str) -> np.ndarray:
     if not isinstance(data, list):
         raise UserInputError(f"{where}: expected 'data' as a list, got {_kind(data)}")
@@ -256,7 +197,7 @@ def _from_json(data: Any, datatype: str, shape: list[int], count: int, where: st
         if not types <= {str}:
             bad = next(s for s in flat if type(s) is not str)
             raise UserInputError(f"{where}: BYTES data: expected strings, got {_kind(bad)}")
-        return _objects([s.encode("utf-8", "surrogatepass") for s in flat])
+        return objects([s.encode("utf-8", "surrogatepass") for s in flat])
     if datatype == "BOOL":
         if not types <= {bool}:
             bad = next(v for v in flat if type(v) is not bool)
@@ -310,12 +251,6 @@ def _path(index: int, dims: list[int]) -> str:
         index, j = divmod(index, dim)
         parts.append(f"[{j}]")
     return "".join(reversed(parts))
-
-
-def _objects(items: list[bytes]) -> np.ndarray:
-    array = np.empty(len(items), dtype=object)
-    array[:] = items
-    return array
 
 
 def _outputs(raw: Any, binary_default: bool) -> tuple[RequestedOutput, ...] | None:
@@ -374,11 +309,11 @@ def encode_infer_response(
         datatype = datatype_of(out.data.dtype)
         tensor: dict[str, Any] = {"name": out.name, "datatype": datatype, "shape": list(out.data.shape)}
         if out.binary:
-            raw = _binary(out.data, datatype)
+            raw = tensor_bytes(out.data, datatype)
             tensor["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
-            tensor["data"] = _json_data(out.data, datatype, out.name)
+            tensor["data"] = json_values(out.data, datatype, out.name)
         tensors.append(tensor)
     doc: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": tensors}
     if request_id:
@@ -387,32 +322,3 @@ def encode_infer_response(
     if not chunks:
         return header, {}
     return header + b"".join(chunks), {"inference-header-content-length": str(len(header))}
-
-
-def _binary(data: np.ndarray, datatype: str) -> bytes:
-    if datatype == "BYTES":
-        return b"".join(struct.pack("<I", len(b)) + b for b in (_as_bytes(x) for x in data.reshape(-1)))
-    return np.ascontiguousarray(data, dtype=DATATYPES[datatype]).tobytes()
-
-
-def _json_data(data: np.ndarray, datatype: str, name: str) -> Any:
-    if datatype == "BYTES":
-        return [_as_bytes(x).decode("utf-8", "replace") for x in data.reshape(-1)]
-    if data.dtype.kind == "f" and not np.isfinite(data).all():
-        # orjson would write them as null: an FP32 tensor of nulls breaks the datatype contract
-        raise UserInputError(
-            f"output {name!r}: expected finite values for a JSON output, got NaN or Inf in it "
-            f"(the model produced non-finite values); ask for it with parameters.binary_data true: "
-            f"binary data carries them exactly"
-        )
-    if datatype == "FP16":
-        return data.astype(np.float32).reshape(-1)
-    return np.ascontiguousarray(data).reshape(-1)
-
-
-def _as_bytes(value: Any) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode("utf-8")
-
-
-def error_body(message: str) -> bytes:
-    return orjson.dumps({"error": message})

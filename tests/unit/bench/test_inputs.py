@@ -11,8 +11,9 @@ from inferno.bench.inputs import (
     concrete_shape,
     synthesize,
 )
-from inferno.bench.metadata import InputSpec, metadata_path, parse_metadata
+from inferno.bench.metadata import parse_metadata
 from inferno.errors import DataMismatchError, UserInputError
+from inferno.protocol.metadata import TensorSpec, model_path
 
 METADATA = {
     "name": "tiny",
@@ -37,7 +38,7 @@ def _decode(body: bytes) -> dict[str, dict[str, object]]:
 
 def test_parse_metadata() -> None:
     assert [s.name for s in SPECS] == [i["name"] for i in METADATA["inputs"]]
-    assert SPECS[0] == InputSpec("pixels", "FP32", (-1, 1, 4, 4))
+    assert SPECS[0] == TensorSpec("pixels", "FP32", (-1, 1, 4, 4))
     with pytest.raises(UserInputError, match="no inputs"):
         parse_metadata({"name": "x", "inputs": []}, "x")
     with pytest.raises(UserInputError, match="malformed"):
@@ -47,8 +48,8 @@ def test_parse_metadata() -> None:
 
 
 def test_metadata_path_quotes_names() -> None:
-    assert metadata_path("digits", None) == "/v2/models/digits"
-    assert metadata_path("a/b c", "2") == "/v2/models/a%2Fb%20c/versions/2"
+    assert model_path("digits", None) == "/v2/models/digits"
+    assert model_path("a/b c", "2") == "/v2/models/a%2Fb%20c/versions/2"
 
 
 def test_variable_dims() -> None:
@@ -58,7 +59,7 @@ def test_variable_dims() -> None:
     assert concrete_shape(ids, 2) == [2, 16]
     assert concrete_shape(flag, 8) == [3]  # no variable dimension: taken as it is
     assert concrete_shape(text, 4) == [4]
-    assert concrete_shape(InputSpec("t", "BYTES", (-1, -1)), 2) == [2, 1]
+    assert concrete_shape(TensorSpec("t", "BYTES", (-1, -1)), 2) == [2, 1]
 
 
 def test_synthesized_values_fit_each_dtype() -> None:
@@ -95,7 +96,7 @@ def test_pool_bodies_follow_the_metadata() -> None:
 
 
 def test_text_model_cycles_through_every_sentence() -> None:
-    specs = (InputSpec("text", "BYTES", (-1,)),)
+    specs = (TensorSpec("text", "BYTES", (-1,)),)
     pool = build_pool(specs, batch=1)
     sent = [_decode(b)["text"]["data"][0] for b in pool.bodies]  # type: ignore[index]
     assert sent == bundled_sentences()
@@ -104,7 +105,7 @@ def test_text_model_cycles_through_every_sentence() -> None:
 def test_text_file(tmp_path: Path) -> None:
     path = tmp_path / "lines.txt"
     path.write_text("alpha\n\nbeta\ngamma\n", encoding="utf-8")
-    specs = (InputSpec("text", "BYTES", (-1,)),)
+    specs = (TensorSpec("text", "BYTES", (-1,)),)
     pool = build_pool(specs, batch=2, text=path)
     first = _decode(pool.bodies[0])["text"]
     assert first["data"] == ["alpha", "beta"] and first["shape"] == [2]
@@ -114,7 +115,7 @@ def test_text_file(tmp_path: Path) -> None:
 def test_text_errors(tmp_path: Path) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n", encoding="utf-8")
-    text_specs = (InputSpec("text", "BYTES", (-1,)),)
+    text_specs = (TensorSpec("text", "BYTES", (-1,)),)
     with pytest.raises(UserInputError, match=r"empty\.txt.*no text"):
         build_pool(text_specs, batch=1, text=empty)
     with pytest.raises(UserInputError, match=r"missing\.txt"):
@@ -162,19 +163,6 @@ def test_npz_unreadable(tmp_path: Path) -> None:
         build_pool((SPECS[0],), batch=1, data=path)
     with pytest.raises(UserInputError, match=r"absent\.npz"):
         build_pool((SPECS[0],), batch=1, data=tmp_path / "absent.npz")
-
-
-def test_raw_bytes_follow_the_binary_extension() -> None:
-    from inferno.bench.inputs import raw_bytes
-
-    text = np.array(["ab", "ünï"], dtype=object)
-    assert raw_bytes("BYTES", text) == b"\x02\x00\x00\x00ab\x05\x00\x00\x00" + "ünï".encode()
-    values = np.array([[1.0, -2.5]], np.float32)
-    assert raw_bytes("FP32", values) == values.astype("<f4").tobytes()
-    assert raw_bytes("BF16", values) == np.array([0x3F80, 0xC020], "<u2").tobytes()
-    assert raw_bytes("FP16", values.astype(np.float16)) == values.astype("<f2").tobytes()
-    assert raw_bytes("BOOL", np.array([True, False])) == b"\x01\x00"
-    assert raw_bytes("INT64", np.array([1, 2])) == np.array([1, 2], "<i8").tobytes()
 
 
 def test_binary_bodies_parse_as_the_server_reads_them() -> None:

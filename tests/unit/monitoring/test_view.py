@@ -19,19 +19,8 @@ from rich.console import Console
 
 from inferno.cli import main
 from inferno.errors import ConfigError, UserInputError
-from inferno.monitoring.view import (
-    MAX_POLLS,
-    Drift,
-    History,
-    Poller,
-    Snapshot,
-    drift_spans,
-    make_config,
-    plot,
-    select,
-    table,
-    view,
-)
+from inferno.monitoring.poller import Drift, Poller, Snapshot, make_config, select
+from inferno.monitoring.view import MAX_POLLS, History, drift_spans, plot, table, view
 
 TOKEN = "s3cret"
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -7,7 +7,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from inferno.bench.rawhttp import Address, HttpSender, build_request, fetch
+from inferno.protocol.address import Address
+from inferno.protocol.aio import HttpSender, build_request, fetch
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 ADDRESS = Address("127.0.0.1", 0, False)

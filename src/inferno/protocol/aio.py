@@ -1,4 +1,7 @@
-"""A lean HTTP/1.1 client for the load generator: keep-alive connections, pre-built requests.
+"""The asynchronous v2 client: lean HTTP/1.1 over asyncio, keep-alive connections, pre-built requests.
+
+Made for the load generator (``inferno bench``), where the client must cost far less per
+request than the server; the model's metadata is read through it too (:func:`fetch`).
 
 Each request is sent as bytes built once before the run (request line, headers and body), and
 each answer is read by a small ``asyncio.Protocol`` that finds the status line and the
@@ -14,10 +17,9 @@ import re
 import ssl
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from inferno._version import __version__
+from inferno.protocol.address import Address
 
 Failure = tuple[str, str]
 """``(kind, message)`` of a request that did not succeed, e.g. ``("HTTP 503", "queue full")``."""
@@ -34,39 +36,22 @@ class ResponseError(Exception):
     """The server's answer cannot be read as HTTP/1.1 (or ended early)."""
 
 
-@dataclass(frozen=True)
-class Address:
-    """Where an ``http(s)://host[:port]`` URL points."""
-
-    host: str
-    port: int
-    tls: bool
-
-    @classmethod
-    def of(cls, url: str) -> Address:
-        parts = urlsplit(url)
-        tls = parts.scheme == "https"
-        return cls(parts.hostname or "", parts.port or (443 if tls else 80), tls)
-
-    @property
-    def host_header(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        default = 443 if self.tls else 80
-        return host if self.port == default else f"{host}:{self.port}"
-
-
 def build_request(
     address: Address,
     method: str,
     path: str,
     headers: Mapping[str, str],
     body: bytes = b"",
+    agent: str = "inferno-bench",
 ) -> bytes:
-    """The whole request as it goes on the wire: request line, headers, ``Content-Length``, body."""
+    """The whole request as it goes on the wire: request line, headers, ``Content-Length``, body.
+
+    ``agent`` names the client in ``User-Agent`` (with inferno's version).
+    """
     lines = [
         f"{method} {path} HTTP/1.1",
         f"Host: {address.host_header}",
-        f"User-Agent: inferno-bench/{__version__}",
+        f"User-Agent: {agent}/{__version__}",
     ]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     if body or method == "POST":
