@@ -4,7 +4,8 @@ A version is built (runtime sessions loaded and warmed) in a worker thread while
 one keeps serving; it is published with one assignment on the event loop, and the old one
 is then drained: every request it had accepted still finishes. A handler looks up its
 version and submits to its batcher without awaiting in between, so no request can land
-on a version that is already draining.
+on a version that is already draining. A model its caller builds (the cascade) is attached
+beside the repository's and served alike, but never loaded, reloaded or unloaded.
 """
 
 from __future__ import annotations

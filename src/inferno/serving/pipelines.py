@@ -8,7 +8,8 @@
 ``prepare`` runs on the event loop and must be cheap: it validates and decodes one request
 into a :class:`Work`. ``execute`` runs in a batch worker thread on many works at once.
 One pipeline serves one model instance (its own runtime session), so ``execute`` is never
-called concurrently on the same pipeline.
+called concurrently on the same pipeline. The request checks (``tensor_feeds``,
+``requested_outputs``) are shared with the cascade handler (``serving.cascade``).
 """
 
 from __future__ import annotations
