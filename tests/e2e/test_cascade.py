@@ -6,7 +6,11 @@ server with the real ``tritonclient`` as its client."""
 from __future__ import annotations
 
 import json
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -302,3 +306,37 @@ def test_cloud_down_is_502_and_the_server_keeps_serving(edge: EdgeModel, cloud: 
         assert client.is_server_ready()
         metrics = parse_metrics(raw_request("127.0.0.1", server.port, "GET", "/metrics").text)
         assert metrics['inferno_cascade_failures_total{model="digits",reason="cloud"}'] == 1
+
+
+def test_cli_serve_runs_inferno_serves_app_and_stops_cleanly_on_sigterm(cloud: Server, bundle: Path,
+                                                                        data: tuple[np.ndarray, np.ndarray]) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "inferno", "cascade", str(bundle), cloud.url, "--serve",
+                             "--port", str(port), "--threshold", str(THRESHOLD)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while raw_status(port, "/v2/health/ready") != 200:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
+        answer = client.infer("digits", digits_inputs(data[0][:16], binary=True))
+        params = answer.get_response()["parameters"]
+        assert params["cascade_edge_rows"] + params["cascade_cloud_rows"] == 16
+        assert answer.as_numpy("probabilities").shape == (16, 10)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    said = " ".join(err.split())  # the console wraps long lines
+    assert f"cascade digits: edge digits-edge (T={THRESHOLD:g}, top) in front of {cloud.url}, serving on " \
+           f"http://127.0.0.1:{port}" in said
+
+
+def raw_status(port: int, path: str) -> int | None:
+    try:
+        return raw_request("127.0.0.1", port, "GET", path, timeout=2).status
+    except OSError:
+        return None
