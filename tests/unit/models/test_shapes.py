@@ -10,9 +10,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from inferno.errors import DataMismatchError, UserInputError
+from inferno.errors import DataMismatchError, ShapeSearchError, UserInputError
 from inferno.models.loaders import load_model
-from inferno.models.shapes import ShapeSearchError, parse_shapes
+from inferno.models.shapes import parse_shapes
 
 
 def _save(graph: onnx.GraphProto, path: Path, opset: int = 17) -> Path:
