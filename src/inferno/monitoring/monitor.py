@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from inferno.monitoring.drift import DriftDetector, DriftSettings, Verdict
+from inferno.monitoring.drift import DriftDetector, DriftSettings, Method, Verdict
 from inferno.monitoring.predlog import PredictionLog
 from inferno.monitoring.profile import ReferenceProfile, Summarizer, Tokenize
 from inferno.monitoring.validation import Mode, Validator
@@ -36,12 +36,47 @@ class MonitorSink(Protocol):
     def validation_failure(self, input_name: str, reason: str) -> None: ...
 
 
+class ServedSettings(Protocol):
+    """What a served model's settings say about its monitor: ``ModelServeConfig`` (``serve.json``,
+    ``inferno serve``'s flags), where each field is defined and documented once."""
+
+    @property
+    def drift(self) -> bool: ...
+    @property
+    def drift_window(self) -> int: ...
+    @property
+    def drift_check_every(self) -> int: ...
+    @property
+    def drift_check_interval_s(self) -> float: ...
+    @property
+    def drift_share(self) -> float: ...
+    @property
+    def drift_method(self) -> Method: ...
+    @property
+    def drift_threshold(self) -> float | None: ...
+    @property
+    def validation(self) -> Mode: ...
+    @property
+    def validation_margin(self) -> float: ...
+
+
 @dataclass(frozen=True)
 class MonitorSettings:
     drift: DriftSettings | None = field(default_factory=DriftSettings)
     """None: validation only, no drift window."""
     validation: Mode = "count"
     margin: float = 0.0
+
+    @classmethod
+    def served(cls, config: ServedSettings) -> MonitorSettings:
+        """The monitor of a served version, as its settings ask: the only place their
+        ``drift_*`` and ``validation*`` fields are read (the window fills before the first check)."""
+        drift = DriftSettings(
+            window=config.drift_window, min_rows=config.drift_window, check_every=config.drift_check_every,
+            check_interval_s=config.drift_check_interval_s, drift_share=config.drift_share,
+            method=config.drift_method, threshold=config.drift_threshold,
+        )
+        return cls(drift if config.drift else None, config.validation, config.validation_margin)
 
 
 def _merged(payloads: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray] | None:

@@ -34,7 +34,6 @@ from inferno.errors import (
 )
 from inferno.models.model import as_rows
 from inferno.models.text import TextPreprocessor
-from inferno.monitoring.drift import DriftSettings
 from inferno.monitoring.metrics import ServingMetrics
 from inferno.monitoring.monitor import Monitor, MonitorSettings
 from inferno.monitoring.predlog import PredictionLog
@@ -290,10 +289,7 @@ def _monitor(served: ServedVersion, metrics: ServingMetrics,
         log.info("%s version %s has no reference profile (%s): drift and validation are off; "
                  "`inferno accelerate` writes one", served.name, served.version, PROFILE_FILE)
         return None
-    drift = DriftSettings(window=c.drift_window, min_rows=c.drift_window, check_every=c.drift_check_every,
-                          check_interval_s=c.drift_check_interval_s,
-                          drift_share=c.drift_share, method=c.drift_method, threshold=c.drift_threshold)
-    settings = MonitorSettings(drift if c.drift else None, c.validation, c.validation_margin)
+    settings = MonitorSettings.served(c)
     tokenize = None
     text = served.pipelines[0].runner.preprocessor
     if isinstance(text, TextPreprocessor):

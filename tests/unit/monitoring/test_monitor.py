@@ -444,3 +444,19 @@ def test_every_row_goes_to_the_prediction_log_with_its_features_and_outputs(
         assert list(record["features"]) == list(profile.names)
         assert list(record["features"].values()) == pytest.approx(row.tolist(), rel=1e-12)
         assert record["outputs"] == {"y": pytest.approx(value.tolist(), rel=1e-12)}
+
+
+def test_settings_of_a_served_version_follow_its_serving_config() -> None:
+    from inferno.serving.config import ModelServeConfig
+
+    c = ModelServeConfig(drift_window=200, drift_check_every=20, drift_check_interval_s=0.0, drift_share=0.25,
+                         drift_method="psi", drift_threshold=0.3, validation="reject", validation_margin=0.1)
+    settings = MonitorSettings.served(c)
+    assert settings == MonitorSettings(
+        DriftSettings(window=200, min_rows=200, check_every=20, check_interval_s=0.0, drift_share=0.25,
+                      method="psi", threshold=0.3),
+        "reject", 0.1,
+    )
+    assert MonitorSettings.served(ModelServeConfig(drift=False)).drift is None
+    served = MonitorSettings.served(ModelServeConfig()).drift
+    assert served is not None and served.check_interval_s == 0.5 and served.min_rows == served.window == 750
