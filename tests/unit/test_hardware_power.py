@@ -16,12 +16,12 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 
 from inferno import hardware
-from inferno.hardware import nvml, power
 from inferno.errors import ConfigError
-from inferno.hardware import GpuInfo, detect
+from inferno.hardware import GpuInfo, detect, nvml, power
 from inferno.hardware.power import EnergyMeter, GpuReading, gpu_readings
 
 
@@ -202,22 +202,36 @@ def test_meter_takes_the_energy_counter_delta(install: Callable[[ModuleType | No
 
 def test_meter_integrates_power_where_the_card_has_no_counter(
         install: Callable[[ModuleType | None], None]) -> None:
-    # 100 W for the first 0.1 s of the region, then 300 W: the endpoints alone would
-    # average to 200 W, so only sampling in between gets the integral right.
-    step_at: list[float] = []
+    # A fake clock 0.05 s ahead on every reading; the card draws 100 W before t = 0.1 s and
+    # 300 W from then on. The endpoints alone would average to 200 W over the region: only the
+    # samples in between get the integral right.
+    lock, now = threading.Lock(), [0.0]
 
-    def watts() -> int:
-        return 100_000 if time.monotonic() < step_at[0] else 300_000
+    def clock() -> float:
+        with lock:
+            t = now[0]
+            now[0] = round(t + 0.05, 10)
+            return t
+
+    def watts() -> int:  # read just before the meter reads the clock: the draw at that time
+        return 100_000 if now[0] < 0.1 else 300_000
 
     install(fake_nvml([FakeGpu(power_mw=watts, unsupported={"nvmlDeviceGetTotalEnergyConsumption"})]))
-    step_at.append(time.monotonic() + 0.1)
-    with EnergyMeter("cuda:0") as meter:
-        start = time.monotonic()
-        time.sleep(0.4)
+    with EnergyMeter("cuda:0", sample_interval_s=0.001, clock=clock) as meter:
+        for _ in range(5000):  # until the sampler has taken 8 readings (bounded)
+            if len(meter._samples) >= 8:
+                break
+            time.sleep(0.001)
     assert meter.source == "nvml power samples"
     assert meter.unavailable is None and meter.joules is not None
-    expected = 100 * (step_at[0] - start) + 300 * (meter.seconds - (step_at[0] - start))
-    assert meter.joules == pytest.approx(expected, rel=0.08)
+    times = [t for t, _ in meter._samples]
+    assert times[0] == pytest.approx(0.05) and len(times) >= 9
+    assert np.diff(times[:8]) == pytest.approx(0.05)  # one clock reading per sample
+    last = times[-1]
+    # 0.05 → 0.10: the ramp from 100 to 300 W (10 J); then 300 W to the last sample.
+    assert meter.joules == pytest.approx(10 + 300 * (last - 0.10))
+    assert meter.joules != pytest.approx(200 * (last - 0.05))
+    assert times[7] < meter.seconds < last  # the exit reading, then the closing sample
     assert not any(t.name.startswith("inferno-power") for t in threading.enumerate())
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType, TracebackType
@@ -139,8 +140,10 @@ class EnergyMeter:
     """
 
     def __init__(self, device: str = "cpu", *, powercap_root: Path | str = POWERCAP_ROOT,
-                 sample_interval_s: float = _SAMPLE_INTERVAL_S) -> None:
+                 sample_interval_s: float = _SAMPLE_INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.device = device
+        self._clock = clock
         self._gpu = _parse_device(device)
         self._root = Path(powercap_root)
         self._interval = sample_interval_s
@@ -170,7 +173,7 @@ class EnergyMeter:
         self.joules = self.source = self.unavailable = None
         self._samples, self._thread = [], None
         self._stop.clear()
-        self._t0 = time.monotonic()
+        self._t0 = self._clock()
         if self._begin() and self._start is None:
             self._thread = threading.Thread(target=self._sampler, daemon=True,
                                             name=f"inferno-power-{self._gpu}")
@@ -179,7 +182,7 @@ class EnergyMeter:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.seconds = time.monotonic() - self._t0
+        self.seconds = self._clock() - self._t0
         if self.unavailable is None:
             self._end_rapl() if self._gpu is None else self._end_gpu()
 
@@ -248,7 +251,7 @@ class EnergyMeter:
         milliwatts = _query(self._nvml, self._nvml.nvmlDeviceGetPowerUsage, self._handle)
         if milliwatts is None:
             return False
-        self._samples.append((time.monotonic(), milliwatts / 1e3))
+        self._samples.append((self._clock(), milliwatts / 1e3))
         return True
 
 
