@@ -26,9 +26,9 @@ The tree, with the HTTP status the server answers each with (``http_status``)::
     BatchSizeError                  a ``RuntimeError``, not an InfernoError: an ``execute`` broke
                                     the batcher's contract (a bug: an unexpected error, 500)
 
-Private exceptions that never leave their module (the 404/405 ``_NotFound`` and
-``_MethodNotAllowed`` of ``serving.app`` and ``edge.cascade_server``, ``serving.grpc_service``'s
-``_Refusal``, ``monitoring.predlog``'s ``_IOFailure``) stay beside the code that raises and
+Exceptions that never leave their layer (the 404/405 ``NotFound`` and ``MethodNotAllowed`` of
+``serving.exchange``, ``serving.grpc_service``'s ``_Refusal``, ``monitoring.predlog``'s
+``_IOFailure``, the transport's ``ClientDisconnected``) stay beside the code that raises and
 catches them.
 
 Third-party exceptions are translated at the boundary with ``raise ... from exc`` so the

@@ -1,8 +1,8 @@
 """The edge: compact bundles (``bundle``), constrained-device profiles (``profiles``) and the
-edge↔cloud cascade (``cascade``, ``cloud``, ``sweep``, ``cascade_server``).
+edge↔cloud cascade logic (``cascade``, ``cloud``, ``sweep``).
 
-Beside the lower layers (``tuning``, ``models``, ``runtimes``), the cascade reuses what the
-serving side already has for the wire: the v2 protocol's tensor codec (``serving.protocol``),
-the ASGI types and socket binding of ``serving``, and ``bench``'s URL check. Nothing here is
-imported by ``serving`` or ``bench``.
+Beside the lower layers (``tuning``, ``repository``, ``models``, ``runtimes``), the edge speaks
+the wire through ``inferno.protocol`` only; it imports nothing from ``serving`` or ``bench``
+(the layer contract in pyproject.toml checks it). ``inferno cascade --serve`` serves a
+``Cascade`` through ``inferno serve``'s app: the CLI hands it to ``serving.cascade``.
 """
