@@ -12,11 +12,11 @@ import pytest
 import tritonclient.http as httpclient
 
 from inferno.errors import UserInputError
+from inferno.protocol.datatypes import datatype_of
 from inferno.serving.protocol import (
     InputTensor,
     OutputTensor,
     RequestedOutput,
-    datatype_of,
     encode_infer_response,
     parse_infer_request,
 )

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from inferno.errors import UserInputError
+from inferno.protocol.datatypes import DATATYPES
 from inferno.serving.protocol import (
-    DATATYPES,
     OutputTensor,
     encode_infer_response,
     parse_infer_request,
