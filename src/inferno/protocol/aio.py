@@ -1,12 +1,10 @@
 """The asynchronous v2 client: lean HTTP/1.1 over asyncio, keep-alive connections, pre-built requests.
 
-Made for the load generator (``inferno bench``), where the client must cost far less per
-request than the server; the model's metadata is read through it too (:func:`fetch`).
-
-Each request is sent as bytes built once before the run (request line, headers and body), and
-each answer is read by a small ``asyncio.Protocol`` that finds the status line and the
-``Content-Length`` (or chunked framing) and nothing more, so one process of the generator costs
-far less per request than the server does. It never follows redirects, never decompresses and
+Made for the load generator (``inferno bench``), which also reads the model's metadata
+through it (:func:`fetch`). Each request is sent as bytes built once before the run (request
+line, headers and body), and each answer is read by a small ``asyncio.Protocol`` that finds
+the status line and the ``Content-Length`` (or chunked framing) and nothing more, so one
+process of the generator costs far less per request than the server does. It never follows redirects, never decompresses and
 keeps no cookies. Timeouts are swept a few times a second rather than armed per request.
 """
 

@@ -321,4 +321,4 @@ def encode_infer_response(
     header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
     if not chunks:
         return header, {}
-    return header + b"".join(chunks), {"inference-header-content-length": str(len(header))}
+    return header + b"".join(chunks), {HEADER_LENGTH: str(len(header))}
