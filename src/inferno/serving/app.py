@@ -34,6 +34,7 @@ from inferno.errors import (
 from inferno.monitoring.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from inferno.monitoring.metrics import PROTOCOLS, ServingMetrics
 from inferno.monitoring.profile import PROFILE_FILE
+from inferno.protocol.codec import error_body
 from inferno.serving.config import ServeConfig
 from inferno.serving.exchange import (
     JSON,
@@ -55,12 +56,7 @@ from inferno.serving.manager import (
     ModelUnavailableError,
 )
 from inferno.serving.openapi import openapi
-from inferno.serving.protocol import (
-    encode_infer_response,
-    error_body,
-    json_object,
-    parse_infer_request,
-)
+from inferno.serving.protocol import encode_infer_response, json_object, parse_infer_request
 from inferno.serving.served import Served
 from inferno.serving.transport import frame
 

@@ -38,6 +38,7 @@ from prometheus_client import CollectorRegistry, Counter
 from inferno.errors import CloudError, InfernoError
 from inferno.models.signature import TensorSpec
 from inferno.monitoring.metrics import ServingMetrics, VersionMetrics
+from inferno.protocol.datatypes import config_type
 from inferno.serving.app import InfernoApp
 from inferno.serving.config import ModelServeConfig, ServeConfig
 from inferno.serving.pipelines import (
@@ -241,7 +242,7 @@ class CascadeVersion:
     def model_config(self) -> dict[str, Any]:
         """Triton's model configuration shape: no server-side batching (``max_batch_size`` 0)."""
         def tensors(metas: tuple[TensorMeta, ...]) -> list[dict[str, Any]]:
-            return [{"name": t.name, "data_type": f"TYPE_{t.datatype}", "dims": list(t.shape)} for t in metas]
+            return [{"name": t.name, "data_type": config_type(t.datatype), "dims": list(t.shape)} for t in metas]
 
         return {"name": self.name, "platform": PLATFORM, "max_batch_size": 0, "input": tensors(self.inputs),
                 "output": tensors(self.outputs), "instance_group": [{"count": 1, "kind": "KIND_CPU"}]}

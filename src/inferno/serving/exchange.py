@@ -21,7 +21,7 @@ from inferno.errors import (
     UnauthorizedError,
     UserInputError,
 )
-from inferno.serving.protocol import error_body
+from inferno.protocol.codec import error_body
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]

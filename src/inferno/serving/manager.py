@@ -38,6 +38,7 @@ from inferno.monitoring.metrics import ServingMetrics
 from inferno.monitoring.monitor import Monitor, MonitorSettings
 from inferno.monitoring.predlog import PredictionLog
 from inferno.monitoring.profile import PROFILE_FILE, ReferenceProfile
+from inferno.protocol.datatypes import DATATYPES, config_type
 from inferno.repository.plan import Plan, PlanRunner
 from inferno.serving.batcher import DynamicBatcher
 from inferno.serving.cache import ResponseCache, cache_key
@@ -52,7 +53,7 @@ from inferno.serving.pipelines import (
     respond,
     warm_up,
 )
-from inferno.serving.protocol import DATATYPES, InferRequest
+from inferno.serving.protocol import InferRequest
 from inferno.serving.served import Served, refuse_large_response
 from inferno.serving.stats import VersionStats
 
@@ -250,7 +251,7 @@ class ServedVersion:
         batching = pipeline.batch_first
 
         def tensors(metas: Any) -> list[dict[str, Any]]:
-            return [{"name": t.name, "data_type": f"TYPE_{'STRING' if t.datatype == 'BYTES' else t.datatype}",
+            return [{"name": t.name, "data_type": config_type(t.datatype),
                      "dims": list(t.shape[1:] if batching else t.shape)} for t in metas]
 
         config: dict[str, Any] = {

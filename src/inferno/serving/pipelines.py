@@ -28,8 +28,13 @@ from inferno.errors import ModelLoadError, UserInputError
 from inferno.models.signature import Signature, TensorSpec
 from inferno.models.text import TextPreprocessor
 from inferno.monitoring.profile import ReferenceProfile
+from inferno.protocol.datatypes import datatype_of
+
+# The wire's view of a tensor (``-1`` for a variable dimension); ``TensorSpec`` here is the
+# graph's (models.signature), which metadata is derived from.
+from inferno.protocol.metadata import TensorSpec as TensorMeta
 from inferno.repository.plan import PlanRunner
-from inferno.serving.protocol import InferRequest, OutputTensor, RequestedOutput, datatype_of
+from inferno.serving.protocol import InferRequest, OutputTensor, RequestedOutput
 
 log = logging.getLogger(__name__)
 
@@ -37,21 +42,6 @@ TEXT_INPUT = "text"
 
 Outputs = dict[str, np.ndarray]
 """One request's outputs by name, in the graph's layout (rows on each output's batch axis)."""
-
-
-@dataclass(frozen=True)
-class TensorMeta:
-    """A tensor as model metadata shows it: ``-1`` for a variable dimension."""
-
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
-
-    def describe(self) -> str:
-        return f"{self.datatype} {list(self.shape)}"
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ import orjson
 from inferno.errors import UserInputError
 from inferno.protocol.codec import (
     HEADER_LENGTH,
-    error_body,
     json_values,
     objects,
     split_body,
@@ -30,10 +29,9 @@ from inferno.protocol.codec import (
 )
 from inferno.protocol.datatypes import DATATYPES, datatype_of
 
-__all__ = [  # DATATYPES ... tensor_bytes: inferno.protocol's, for the serving modules importing them from here
-    "DATATYPES", "HEADER_LENGTH", "InferRequest", "InputTensor", "OutputTensor", "RequestedOutput",
-    "datatype_of", "encode_infer_response", "error_body", "input_tensor", "json_object",
-    "parse_infer_request", "requested_outputs", "tensor_bytes",
+__all__ = [
+    "InferRequest", "InputTensor", "OutputTensor", "RequestedOutput", "encode_infer_response",
+    "input_tensor", "json_object", "parse_infer_request", "requested_outputs",
 ]
 
 MAX_NESTING = 32

@@ -29,7 +29,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from inferno.serving.protocol import error_body
+from inferno.protocol.codec import error_body
 
 
 @dataclass(frozen=True)

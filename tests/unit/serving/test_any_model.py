@@ -16,12 +16,13 @@ import pytest
 
 from inferno.errors import ModelLoadError, UnknownModelError, UserInputError
 from inferno.monitoring.metrics import ServingMetrics
+from inferno.protocol.datatypes import datatype_of
 from inferno.repository.plan import PlanRunner
 from inferno.serving import ModelServeConfig, ServeConfig
 from inferno.serving.app import InfernoApp
 from inferno.serving.manager import ModelManager, ModelUnavailableError, ServedVersion, warm_up
 from inferno.serving.pipelines import TensorPipeline, Work
-from inferno.serving.protocol import InferRequest, InputTensor, datatype_of
+from inferno.serving.protocol import InferRequest, InputTensor
 
 from . import plans
 
