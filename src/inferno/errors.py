@@ -28,7 +28,8 @@ The tree, with the HTTP status the server answers each with (``http_status``)::
 
 Exceptions that never leave their layer (the 404/405 ``NotFound`` and ``MethodNotAllowed`` of
 ``serving.exchange``, ``serving.grpc_service``'s ``_Refusal``, ``monitoring.predlog``'s
-``_IOFailure``, the transport's ``ClientDisconnected``) stay beside the code that raises and
+``_IOFailure``, the transport's ``ClientDisconnected``, the v2 client's ``Unreachable`` that
+each caller turns into its own error) stay beside the code that raises and
 catches them.
 
 Third-party exceptions are translated at the boundary with ``raise ... from exc`` so the
