@@ -107,7 +107,7 @@ def fake_nvml(gpus: list[FakeGpu], init_error: Exception | None = None) -> Modul
 
 @pytest.fixture
 def install(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[ModuleType | None], None]]:
-    """Put a fake (or, with None, no) pynvml in place and make power.py initialise afresh."""
+    """Put a fake (or, with None, no) pynvml in place and make hardware.nvml initialise afresh."""
 
     def put(module: ModuleType | None) -> None:
         monkeypatch.setitem(sys.modules, "pynvml", module)  # None makes `import pynvml` fail
