@@ -132,16 +132,17 @@ class AccelerateConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     budget: Budget = Budget()
-    objective: Objective = "throughput"
+    objective: Objective = Field("throughput", description=(
+        "Rank by 'throughput' (at the batch size) or 'latency' (batch-1 p50)."))
     """Rank variants by throughput at ``batch_size`` or by batch-1 p50 latency."""
 
-    batch_size: int = Field(32, ge=1, le=4096)
+    batch_size: int = Field(32, ge=1, le=4096, description="Serving batch size for throughput.")
     """The serving batch size at which throughput is measured."""
 
     threads: int = Field(default_factory=lambda: default_threads(), ge=1, le=1024)
     """Runtime intra-op threads (default: all cores, or ``INFERNO_THREADS``)."""
 
-    repeats: int = Field(20, ge=3, le=10_000)
+    repeats: int = Field(20, ge=3, le=10_000, description="Timed repetitions per measurement.")
     """Timed repetitions per measurement; medians are reported."""
 
     warmup: int = Field(3, ge=1, le=1000)
@@ -153,11 +154,12 @@ class AccelerateConfig(BaseModel):
     runtimes: tuple[str, ...] | None = None
     """Only measure on these runtimes; None means every one available."""
 
-    device: Literal["cpu", "cuda", "all"] = "all"
+    device: Literal["cpu", "cuda", "all"] = Field("all", description=(
+        "Where candidates run: cpu, cuda (error without a GPU), or all (CPU and every GPU runtime found)."))
     """Where candidates run: ``cpu``; ``cuda`` (an error when no GPU runtime is usable);
     ``all``: the CPU and every GPU runtime found (the CPU alone, with a note, without one)."""
 
-    max_eval_samples: int | None = Field(None, ge=1)
+    max_eval_samples: int | None = Field(None, ge=1, description="Use at most this many evaluation samples.")
     """Cap on evaluation samples (for quick runs); None uses them all."""
 
 

@@ -12,6 +12,9 @@ import typer
 from rich.table import Table
 
 from inferno.cli._app import app, err, new_progress, out, state
+from inferno.cli.options import MIB, bound, own, takes, values
+from inferno.config import AccelerateConfig
+from inferno.serving.config import ModelServeConfig, ServeConfig
 
 
 @app.command()
@@ -53,70 +56,100 @@ def _gpu_runtimes(info: Any) -> str:
     return ", ".join(found) or "none (onnxruntime-gpu not installed, torch sees no GPU)"
 
 
+SERVE_FLAGS = (
+    own("model", list[str] | None, None, "Serve only this model (repeatable).", "--model"),
+    bound(ServeConfig, "host", str),
+    bound(ServeConfig, "port", int),
+    own("grpc_port", int | None, None, "Triton's gRPC service on this port (0: off; default 8001 when the "
+        "\\[grpc] extra is installed)."),
+    own("repository", Path, Path("model_repository"), "Repository for a bundled model name."),
+    own("token", str | None, None, "Bearer token for all but health endpoints (or INFERNO_SERVE_TOKEN)."),
+    bound(ModelServeConfig, "max_batch_size", int | None),
+    bound(ModelServeConfig, "max_queue_delay_us", int),
+    bound(ModelServeConfig, "queue_size", int, field="max_queue_size"),
+    bound(ModelServeConfig, "instances", int),
+    bound(ModelServeConfig, "threads", int | None),
+    bound(ModelServeConfig, "cache_mb", float, field="cache_bytes", per=MIB, help="Response cache size in MiB (0: off)."),
+    bound(ModelServeConfig, "timeout_s", float),
+    bound(ModelServeConfig, "group_by_length", bool),
+    bound(ServeConfig, "max_body_mb", float, field="max_body_bytes", per=MIB,
+          help="Largest request body, MiB (larger: 413)."),
+    bound(ServeConfig, "max_response_mb", float | None, field="max_response_bytes", per=MIB,
+          help="Largest response, MiB (larger: 400 naming the limit; default: --max-body-mb)."),
+    bound(ServeConfig, "max_connections", int),
+    bound(ServeConfig, "keep_alive_timeout_s", float),
+    bound(ServeConfig, "header_timeout_s", float),
+    bound(ServeConfig, "body_timeout_s", float),
+    bound(ServeConfig, "trust", bool),
+    bound(ServeConfig, "versions", str),
+    bound(ModelServeConfig, "drift", bool),
+    bound(ModelServeConfig, "drift_window", int),
+    bound(ModelServeConfig, "drift_share", float),
+    bound(ModelServeConfig, "drift_method", str),
+    bound(ModelServeConfig, "drift_threshold", float | None),
+    bound(ModelServeConfig, "drift_check_every", int),
+    bound(ModelServeConfig, "drift_check_interval_s", float),
+    bound(ModelServeConfig, "validation", str),
+    bound(ModelServeConfig, "validation_margin", float),
+    bound(ServeConfig, "log_predictions", Path | None),
+    bound(ServeConfig, "log_max_mb", float, field="log_max_bytes", per=MIB, help="Disk budget of --log-predictions, MiB."),
+    bound(ServeConfig, "strict_readiness", bool),
+)
+
+
 @app.command()
+@takes(*SERVE_FLAGS)
 def serve(
     target: Annotated[str, typer.Argument(
         metavar="[REPO]", help="Model repository folder, or a bundled model name (minilm, digits): "
                                "served from --repository, accelerated first when it has no plan yet.")] = "model_repository",
-    model: Annotated[list[str] | None, typer.Option("--model", help="Serve only this model (repeatable).")] = None,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    grpc_port: Annotated[int | None, typer.Option(help="Triton's gRPC service on this port (0: off; default "
-                                                       "8001 when the \\[grpc] extra is installed).")] = None,
-    repository: Annotated[Path, typer.Option(help="Repository for a bundled model name.")] = Path("model_repository"),
-    token: Annotated[str | None, typer.Option(help="Bearer token for all but health endpoints "
-                                                   "(or INFERNO_SERVE_TOKEN).")] = None,
-    max_batch_size: Annotated[int | None, typer.Option(help="Most rows per runtime call and per request "
-                                                            "(default: 64 for CPU plans, 256 for GPU plans).")] = None,
-    max_queue_delay_us: Annotated[int, typer.Option(help="How long a batch may wait to fill to the size of "
-                                                         "recent batches (0: run when an instance is free).")] = 10_000,
-    queue_size: Annotated[int, typer.Option(help="Waiting requests beyond this get 503.")] = 1024,
-    instances: Annotated[int, typer.Option(help="Model instances per version.")] = 1,
-    threads: Annotated[int | None, typer.Option(help="Runtime threads per instance (default: the plan's).")] = None,
-    cache_mb: Annotated[float, typer.Option(help="Response cache size in MiB (0: off).")] = 0.0,
-    timeout_s: Annotated[float, typer.Option(help="Default per-request timeout, seconds.")] = 30.0,
-    max_body_mb: Annotated[float, typer.Option(help="Largest request body, MiB (larger: 413).")] = 64.0,
-    max_response_mb: Annotated[float | None, typer.Option(help="Largest response, MiB (larger: 400 naming the "
-                                                              "limit; default: --max-body-mb).")] = None,
-    max_connections: Annotated[int, typer.Option(help="Open connections at most; beyond it idle ones are "
-                                                      "closed, oldest first, else 503.")] = 1000,
-    keep_alive_timeout_s: Annotated[float, typer.Option(help="Close a connection idle this long, seconds.")] = 5.0,
-    header_timeout_s: Annotated[float, typer.Option(help="A request's headers must arrive within this, "
-                                                         "seconds from its first byte.")] = 10.0,
-    body_timeout_s: Annotated[float, typer.Option(help="A request's body must arrive within this, "
-                                                       "seconds after its headers.")] = 60.0,
-    trust: Annotated[bool, typer.Option(help="Let plans import Python code (torch plans' module:attr source) "
-                                             "and name files outside the repository.")] = False,
-    versions: Annotated[str, typer.Option(help="Versions to load: latest or all.")] = "latest",
-    drift: Annotated[bool, typer.Option(help="Watch for drift against each version's reference profile.")] = True,
-    drift_window: Annotated[int, typer.Option(help="Rows in the drift window (first verdict when full).")] = 750,
-    drift_share: Annotated[float, typer.Option(help="Drift when at least this share of features drifted.")] = 0.5,
-    validation: Annotated[str, typer.Option(help="Inputs out of range, NaN/inf, unknown tokens: "
-                                                 "count, reject (400) or off.")] = "count",
-    log_predictions: Annotated[Path | None, typer.Option(help="Write input summaries and outputs to "
-                                                             "rotating JSONL files in this folder.")] = None,
-    log_max_mb: Annotated[float, typer.Option(help="Disk budget of --log-predictions, MiB.")] = 256.0,
-    strict_readiness: Annotated[bool, typer.Option(help="/v2/health/ready only when every model loaded "
-                                                        "(default: once one did; failed ones show in the index).")] = False,
+    **options: Any,
 ) -> None:
     """Serve a model repository over the Open Inference Protocol v2 (KServe / Triton clients work)."""
-    from pydantic import ValidationError
-
-    from inferno import repository as repo
-    from inferno.config import describe_validation_error, serve_token
-    from inferno.errors import ConfigError
-    from inferno.models.zoo import BUNDLED
-    from inferno.serving import ModelServeConfig, ServeConfig
     from inferno.serving import serve as run_server
 
+    config = _serve_config(target, options)
+    logging.getLogger("inferno").setLevel(logging.DEBUG if state["debug"] else logging.INFO)
+    served = config.models or _served_models(config.repository)
+    grpc = f" and grpc://{config.host}:{config.grpc_port}" if config.grpc_port else ""
+    err.print(f"serving {', '.join(served)} from {config.repository} on http://{config.host}:{config.port}{grpc} "
+              "(ready when /v2/health/ready answers 200; Ctrl-C or SIGTERM stops after in-flight requests)")
+    run_server(config)
+
+
+def _serve_config(target: str, options: dict[str, Any]) -> ServeConfig:
+    """``inferno serve``'s options as a ServeConfig: the repository found (a bundled name is
+    accelerated first when it has no plan), its models checked, gRPC on when installed."""
+    from pydantic import ValidationError
+
+    from inferno.config import describe_validation_error, serve_token
+    from inferno.errors import ConfigError
+
+    grpc_port = options["grpc_port"]
     if grpc_port is None:
         import importlib.util
 
         grpc_port = 8001 if importlib.util.find_spec("grpc") is not None else 0
         if not grpc_port:
             err.print("gRPC off: pip install 'inferno[grpc]' for Triton's gRPC service (--grpc-port)")
+    folder, names = _serve_repository(target, list(options["model"] or []), options["repository"])
+    try:
+        return ServeConfig.model_validate({
+            **values(SERVE_FLAGS, options, ServeConfig), "repository": folder, "models": tuple(names),
+            "grpc_port": grpc_port or None, "token": options["token"] or serve_token(),
+            "defaults": ModelServeConfig.model_validate(values(SERVE_FLAGS, options, ModelServeConfig)),
+        })
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from exc
+
+
+def _serve_repository(target: str, names: list[str], repository: Path) -> tuple[Path, list[str]]:
+    """The repository folder to serve and the models asked for (a bundled name: it, from ``repository``)."""
+    from inferno import repository as repo
+    from inferno.errors import ConfigError
+    from inferno.models.zoo import BUNDLED
+
     folder = Path(target)
-    names = list(model or [])
     if not folder.is_dir() and target in BUNDLED:
         folder, names = repository, [target, *[n for n in names if n != target]]
         if not repo.versions(folder, target):
@@ -130,76 +163,69 @@ def serve(
     if missing or not available:
         raise ConfigError(f"--model {missing or names}: not in repository {folder} "
                           f"(it holds {sorted(available) or 'no models'})")
-    try:
-        config = ServeConfig.model_validate({
-            "repository": folder, "models": tuple(names), "host": host, "port": port,
-            "grpc_port": grpc_port or None,
-            "token": token or serve_token(), "max_body_bytes": int(max_body_mb * 2**20), "versions": versions,
-            "log_predictions": log_predictions, "log_max_bytes": int(log_max_mb * 2**20),
-            "strict_readiness": strict_readiness, "trust": trust,
-            "max_response_bytes": None if max_response_mb is None else int(max_response_mb * 2**20),
-            "max_connections": max_connections, "keep_alive_timeout_s": keep_alive_timeout_s,
-            "header_timeout_s": header_timeout_s, "body_timeout_s": body_timeout_s,
-            "defaults": ModelServeConfig.model_validate({
-                "max_batch_size": max_batch_size, "max_queue_delay_us": max_queue_delay_us,
-                "max_queue_size": queue_size, "instances": instances, "threads": threads,
-                "cache_bytes": int(cache_mb * 2**20), "timeout_s": timeout_s, "drift": drift,
-                "drift_window": drift_window, "drift_share": drift_share, "validation": validation}),
-        })
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc)) from exc
-    logging.getLogger("inferno").setLevel(logging.DEBUG if state["debug"] else logging.INFO)
-    served = names or sorted(available)
-    grpc = f" and grpc://{host}:{grpc_port}" if grpc_port else ""
-    err.print(f"serving {', '.join(served)} from {folder} on http://{host}:{port}{grpc} "
-              "(ready when /v2/health/ready answers 200; Ctrl-C or SIGTERM stops after in-flight requests)")
-    run_server(config)
+    return folder, names
+
+
+def _served_models(folder: Path) -> list[str]:
+    from inferno import repository as repo
+
+    return sorted(repo.models(folder))
+
+
+ACCELERATE_FLAGS = (
+    own("budget", str | None, None, "Accuracy budget: '1%', 'cosine_mean=0.995,cosine_min=0.97', "
+        "'snr=30dB' (regression/other outputs)."),
+    bound(AccelerateConfig, "objective", str, help="Rank by 'throughput' (at --batch-size) or 'latency' (batch-1 p50)."),
+    bound(AccelerateConfig, "batch_size", int),
+    own("threads", int | None, None, "Runtime threads (default: all cores)."),
+    own("repository", Path, Path("model_repository"), "Model repository folder."),
+    own("data", Path | None, None, "Evaluation data .npz (arrays named like inputs, optional 'labels')."),
+    own("shape", list[str] | None, None, "Sizes of an input's dynamic axes, e.g. x:N,3,320,320 "
+        "(repeatable; default: sizes the graph is found to accept).", "--shape", metavar="NAME:DIMS"),
+    own("trust", bool, False, "Allow loading a pickle (it can run arbitrary code)."),
+    own("task", str | None, None, "Override the task: classification, embedding, regression, other."),
+    own("name", str | None, None, "Name in the repository (default: the model's)."),
+    own("variants", str | None, None, "Comma-separated recipes to build (default: all that apply)."),
+    own("runtimes", str | None, None, "Comma-separated runtimes (default: all installed)."),
+    bound(AccelerateConfig, "repeats", int),
+    bound(AccelerateConfig, "max_samples", int | None, field="max_eval_samples"),
+    bound(AccelerateConfig, "device", str),
+    own("as_json", bool, False, "Print the report as JSON on stdout.", "--json"),
+)
 
 
 @app.command()
+@takes(*ACCELERATE_FLAGS)
 def accelerate(
     model: Annotated[str, typer.Argument(help="Bundled name (minilm, digits), .onnx/TorchScript/.pt2 file, "
                                                "package.module:attr, or a pickle with --trust.")] = "minilm",
-    budget: Annotated[str | None, typer.Option(help="Accuracy budget: '1%', 'cosine_mean=0.995,cosine_min=0.97', "
-                                                    "'snr=30dB' (regression/other outputs).")] = None,
-    objective: Annotated[str, typer.Option(help="Rank by 'throughput' (at --batch-size) or 'latency' (batch-1 p50).")] = "throughput",
-    batch_size: Annotated[int, typer.Option(help="Serving batch size for throughput.")] = 32,
-    threads: Annotated[int | None, typer.Option(help="Runtime threads (default: all cores).")] = None,
-    repository: Annotated[Path, typer.Option(help="Model repository folder.")] = Path("model_repository"),
-    data: Annotated[Path | None, typer.Option(help="Evaluation data .npz (arrays named like inputs, optional 'labels').")] = None,
-    shape: Annotated[list[str] | None, typer.Option(
-        "--shape", metavar="NAME:DIMS", help="Sizes of an input's dynamic axes, e.g. x:N,3,320,320 "
-                                             "(repeatable; default: sizes the graph is found to accept).")] = None,
-    trust: Annotated[bool, typer.Option(help="Allow loading a pickle (it can run arbitrary code).")] = False,
-    task: Annotated[str | None, typer.Option(help="Override the task: classification, embedding, regression, other.")] = None,
-    name: Annotated[str | None, typer.Option(help="Name in the repository (default: the model's).")] = None,
-    variants: Annotated[str | None, typer.Option(help="Comma-separated recipes to build (default: all that apply).")] = None,
-    runtimes: Annotated[str | None, typer.Option(help="Comma-separated runtimes (default: all installed).")] = None,
-    repeats: Annotated[int, typer.Option(help="Timed repetitions per measurement.")] = 20,
-    max_samples: Annotated[int | None, typer.Option(help="Use at most this many evaluation samples.")] = None,
-    device: Annotated[str, typer.Option(help="Where candidates run: cpu, cuda (error without a GPU), "
-                                             "or all (CPU and every GPU runtime found).")] = "all",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+    **options: Any,
 ) -> None:
     """Build optimized variants, measure each on every runtime, keep the fastest within budget."""
     from inferno.config import parse_budget
-    from inferno.tuning.render import COLUMNS, DEVICE_COLUMNS, device_rows, rows, summary
 
-    settings: dict[str, Any] = {"objective": objective, "batch_size": batch_size, "repeats": repeats,
-                                "max_eval_samples": max_samples, "device": device}
-    if budget is not None:
-        settings["budget"] = parse_budget(budget)
-    if threads is not None:
-        settings["threads"] = threads
-    if variants:
-        settings["variants"] = _recipes(variants)
-    if runtimes:
-        settings["runtimes"] = tuple(r.strip() for r in runtimes.split(",") if r.strip())
-    report = _accelerate_with_progress(model, repository=repository, trust=trust, data=data, task=task,
-                                       name=name, shapes=tuple(shape or ()), **settings)
-    if as_json:
+    settings = values(ACCELERATE_FLAGS, options, AccelerateConfig)
+    if options["budget"] is not None:
+        settings["budget"] = parse_budget(options["budget"])
+    if options["threads"] is not None:
+        settings["threads"] = options["threads"]
+    if options["variants"]:
+        settings["variants"] = _recipes(options["variants"])
+    if options["runtimes"]:
+        settings["runtimes"] = tuple(r.strip() for r in options["runtimes"].split(",") if r.strip())
+    report = _accelerate_with_progress(model, repository=options["repository"], trust=options["trust"],
+                                       data=options["data"], task=options["task"], name=options["name"],
+                                       shapes=tuple(options["shape"] or ()), **settings)
+    if options["as_json"]:
         print(report.to_json())
         return
+    _print_report(report)
+
+
+def _print_report(report: Any) -> None:
+    """The accelerate report as tables: every variant × runtime, then CPU vs GPU when both ran."""
+    from inferno.tuning.render import COLUMNS, DEVICE_COLUMNS, device_rows, rows, summary
+
     table = Table(title=f"inferno accelerate: {report.model} — {report.evaluation['source']}")
     for column in COLUMNS:
         table.add_column(column, justify="left" if column in ("variant", "runtime", "precision", "fidelity") else "right")
@@ -220,76 +246,93 @@ def accelerate(
     out.print(f"plan saved to {report.chosen.path}")
 
 
+BENCH_FLAGS = (
+    own("url", str | None, None, "The server, http(s)://host[:port] (default http://127.0.0.1:8000) or "
+        "grpc://host[:port]; nothing else is contacted."),
+    own("protocol", str | None, None, "http (default) or grpc: Triton's ModelInfer RPC on --grpc-port (needs the "
+        "\\[grpc] extra); a grpc:// --url implies grpc."),
+    own("binary", bool, False, "HTTP: tensors in Triton's binary tensor extension instead of JSON.", "--binary"),
+    own("grpc_port", int | None, None, "With --protocol grpc and an http(s) --url: the server's gRPC port (default 8001)."),
+    own("clients", int | None, None, "Load-generator processes sharing each level, results merged (default: one "
+        "per 128 connections or 5,000 req/s, at most one per core this command may use; a level where one was busy "
+        "all along runs again with twice as many)."),
+    own("version", str | None, None, "Model version (default: the server's choice)."),
+    own("concurrency", str | None, None, "Closed-loop levels: requests outstanding, e.g. 1,16,64."),
+    own("rate", str | None, None, "Open-loop Poisson rates in requests/s, e.g. 50,100 (alone: only these)."),
+    own("duration", float | None, None, "Measured seconds per level (default 10), or per profile (default 3)."),
+    own("warmup", float | None, None, "Unrecorded seconds before each level (default 2) or profile (default 1)."),
+    own("max_requests", int | None, None, "Stop a level after this many recorded requests."),
+    own("batch", int, 1, "Rows per request (or per run, with --profile)."),
+    own("data", Path | None, None, "Inputs from an .npz (arrays named like the inputs, first axis = samples)."),
+    own("text", Path | None, None, "Text inputs, one per line (default for text models: the bundled sentences)."),
+    own("timeout", float, 30.0, "Per-request timeout in seconds."),
+    own("token", str | None, None, "Bearer token for a server started with one."),
+    own("as_json", bool, False, "Print the report as JSON on stdout.", "--json"),
+    own("plot", Path | None, None, "Draw latency against throughput to this .png."),
+    own("profile", list[str] | None, None, "Run MODEL here, in a child process, under a device profile (repeatable "
+        "or comma-separated to compare; see --list-profiles). Exit code 3: measured, and it does not fit a profile.",
+        "--profile"),
+    own("threads", int | None, None, "With --profile: override its threads (alone: a custom profile)."),
+    own("memory_mb", int | None, None, "With --profile: override its memory cap in MB (alone: a custom profile)."),
+    own("cpu_quota", float | None, None, "With --profile: override its CPU quota in cores (alone: a custom profile)."),
+    own("list_profiles", bool, False, "List the device profiles and exit.", "--list-profiles"),
+)
+SERVER_ONLY = ("url", "version", "concurrency", "rate", "max_requests", "text", "token", "plot", "protocol",
+               "binary", "grpc_port", "clients")
+"""bench options that load a server: refused with --profile (it runs the model here)."""
+
+
 @app.command()
+@takes(*BENCH_FLAGS)
 def bench(
     model: Annotated[str | None, typer.Argument(help="The served model's name; with --profile: an edge bundle folder, an .onnx file, a student folder or a bundled name.")] = None,
-    url: Annotated[str | None, typer.Option(help="The server, http(s)://host[:port] (default http://127.0.0.1:8000) or grpc://host[:port]; nothing else is contacted.")] = None,
-    protocol: Annotated[str | None, typer.Option(help="http (default) or grpc: Triton's ModelInfer RPC on --grpc-port (needs the \\[grpc] extra); a grpc:// --url implies grpc.")] = None,
-    binary: Annotated[bool, typer.Option("--binary", help="HTTP: tensors in Triton's binary tensor extension instead of JSON.")] = False,
-    grpc_port: Annotated[int | None, typer.Option(help="With --protocol grpc and an http(s) --url: the server's gRPC port (default 8001).")] = None,
-    clients: Annotated[int | None, typer.Option(help="Load-generator processes sharing each level, results merged (default: one per 128 connections or 5,000 req/s, at most one per core this command may use; a level where one was busy all along runs again with twice as many).")] = None,
-    version: Annotated[str | None, typer.Option(help="Model version (default: the server's choice).")] = None,
-    concurrency: Annotated[str | None, typer.Option(help="Closed-loop levels: requests outstanding, e.g. 1,16,64.")] = None,
-    rate: Annotated[str | None, typer.Option(help="Open-loop Poisson rates in requests/s, e.g. 50,100 (alone: only these).")] = None,
-    duration: Annotated[float | None, typer.Option(help="Measured seconds per level (default 10), or per profile (default 3).")] = None,
-    warmup: Annotated[float | None, typer.Option(help="Unrecorded seconds before each level (default 2) or profile (default 1).")] = None,
-    max_requests: Annotated[int | None, typer.Option(help="Stop a level after this many recorded requests.")] = None,
-    batch: Annotated[int, typer.Option(help="Rows per request (or per run, with --profile).")] = 1,
-    data: Annotated[Path | None, typer.Option(help="Inputs from an .npz (arrays named like the inputs, first axis = samples).")] = None,
-    text: Annotated[Path | None, typer.Option(help="Text inputs, one per line (default for text models: the bundled sentences).")] = None,
-    timeout: Annotated[float, typer.Option(help="Per-request timeout in seconds.")] = 30.0,
-    token: Annotated[str | None, typer.Option(help="Bearer token for a server started with one.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
-    plot: Annotated[Path | None, typer.Option(help="Draw latency against throughput to this .png.")] = None,
-    profile: Annotated[list[str] | None, typer.Option("--profile", help="Run MODEL here, in a child process, under a device profile (repeatable or comma-separated to compare; see --list-profiles). Exit code 3: measured, and it does not fit a profile.")] = None,
-    threads: Annotated[int | None, typer.Option(help="With --profile: override its threads (alone: a custom profile).")] = None,
-    memory_mb: Annotated[int | None, typer.Option(help="With --profile: override its memory cap in MB (alone: a custom profile).")] = None,
-    cpu_quota: Annotated[float | None, typer.Option(help="With --profile: override its CPU quota in cores (alone: a custom profile).")] = None,
-    list_profiles: Annotated[bool, typer.Option("--list-profiles", help="List the device profiles and exit.")] = False,
+    **options: Any,
 ) -> None:
     """Load an Open Inference Protocol v2 server and report throughput, latency percentiles and errors.
 
     With --profile, run MODEL locally under constrained device profiles instead and report
     latency, throughput, peak RSS and whether it fits (exit code 3 when it does not fit one).
     """
+    o = options
+    if o["list_profiles"]:
+        _list_profiles(o["as_json"])
+    elif o["profile"] or any(o[k] is not None for k in ("threads", "memory_mb", "cpu_quota")):
+        given = [f"--{k.replace('_', '-')}" for k in SERVER_ONLY if o[k] is not None and o[k] is not False]
+        _bench_profiles(model, o["profile"] or [], threads=o["threads"], memory_mb=o["memory_mb"],
+                        cpu_quota=o["cpu_quota"], batch=o["batch"], duration=o["duration"], warmup=o["warmup"],
+                        data=o["data"], as_json=o["as_json"], server_only=given)
+    else:
+        _bench_server(model, o)
+
+
+def _bench_server(model: str | None, o: dict[str, Any]) -> None:
+    """``inferno bench MODEL``: load the server at --url and report (BenchConfig's defaults where not given)."""
     from inferno.bench import run_bench
     from inferno.bench.config import make_config, parse_list
     from inferno.bench.render import notes, progress_bar, table
     from inferno.bench.render import plot as draw
     from inferno.errors import ConfigError
 
-    if list_profiles:
-        _list_profiles(as_json)
-        return
-    if profile or threads is not None or memory_mb is not None or cpu_quota is not None:
-        server_only = {"--url": url, "--version": version, "--concurrency": concurrency, "--rate": rate,
-                       "--max-requests": max_requests, "--text": text, "--token": token, "--plot": plot,
-                       "--protocol": protocol, "--binary": binary or None, "--grpc-port": grpc_port,
-                       "--clients": clients}
-        _bench_profiles(model, profile or [], threads=threads, memory_mb=memory_mb, cpu_quota=cpu_quota,
-                        batch=batch, duration=duration, warmup=warmup, data=data, as_json=as_json,
-                        server_only=[flag for flag, value in server_only.items() if value is not None])
-        return
     if model is None:
         raise ConfigError("MODEL: expected the served model's name (or --profile with a model to run here), got none")
-    settings: dict[str, Any] = {"model": model, "url": url or "http://127.0.0.1:8000", "version": version,
-                                "duration_s": 10.0 if duration is None else duration,
-                                "warmup_s": 2.0 if warmup is None else warmup, "max_requests": max_requests,
-                                "batch": batch, "data": data, "text": text, "timeout_s": timeout, "token": token,
-                                "protocol": _protocol(protocol), "binary": binary, "grpc_port": grpc_port,
-                                "clients": clients}
-    if concurrency is not None:
-        settings["concurrency"] = parse_list("--concurrency", concurrency, int)
-    if rate is not None:
-        settings["rates"] = parse_list("--rate", rate, float)
+    given = {"model": model, "url": o["url"] or None, "version": o["version"], "duration_s": o["duration"],
+             "warmup_s": o["warmup"], "max_requests": o["max_requests"], "batch": o["batch"], "data": o["data"],
+             "text": o["text"], "timeout_s": o["timeout"], "token": o["token"], "protocol": _protocol(o["protocol"]),
+             "binary": o["binary"], "grpc_port": o["grpc_port"], "clients": o["clients"]}
+    settings = {key: value for key, value in given.items() if value is not None}
+    if o["concurrency"] is not None:
+        settings["concurrency"] = parse_list("--concurrency", o["concurrency"], int)
+    if o["rate"] is not None:
+        settings["rates"] = parse_list("--rate", o["rate"], float)
     config = make_config(**settings)
+    plot = o["plot"]
     if plot is not None and not plot.parent.is_dir():
         raise ConfigError(f"--plot {plot}: folder {plot.parent} does not exist")
     with progress_bar(err) as update:
         report = run_bench(config, progress=update)
     if plot is not None:
         draw(report, plot)
-    if as_json:
+    if o["as_json"]:
         print(report.to_json())
         return
     out.print(table(report))
