@@ -11,9 +11,13 @@ Both warm up first (not recorded), measure for a fixed time or until ``max_reque
 recorded, then stop by themselves: every request has a timeout and every wait a bound. With
 ``max_requests`` no more than that many requests are sent in the measured window, so the
 generator's count is the server's. Requests go through a *sender*: HTTP/1.1 over lean
-keep-alive connections (:mod:`inferno.bench.rawhttp`) or gRPC
+keep-alive connections (:mod:`inferno.protocol.aio`) or gRPC
 (:mod:`inferno.bench.grpc_client`). What one process recorded is an :class:`Outcome`; the
 outcomes of several client processes merge into one :class:`LoadPoint`.
+
+Time stamps come from ``now`` (:func:`time.perf_counter`, not ``loop.time()``: uvloop's has
+a resolution of a millisecond); waits are relative, so a virtual-time event loop whose clock
+is passed as ``now`` drives the whole schedule exactly (the unit tests do).
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class Progress:
 
 
 Tick = Callable[[Progress], None]
+Now = Callable[[], float]
 
 
 @dataclass(frozen=True)
@@ -203,20 +208,21 @@ class _Clock:
     polling threads, a progress bar or a server in the same process do not slow it down).
     """
 
-    def __init__(self, target: Target, share: Share) -> None:
-        self.begin = time.perf_counter() if share.begin is None else share.begin
+    def __init__(self, target: Target, share: Share, now: Now) -> None:
+        self.now = now
+        self.begin = self.now() if share.begin is None else share.begin
         self.record_from = self.begin + target.warmup_s
         self.end = self.record_from + target.duration_s
         self.cpu = time.thread_time()
 
     async def start(self) -> None:
-        delay = self.begin - time.perf_counter()
+        delay = self.begin - self.now()
         if delay > 0:
             await asyncio.sleep(delay)
         self.cpu = time.thread_time()
 
     def cpu_share(self) -> float:
-        elapsed = time.perf_counter() - self.begin
+        elapsed = self.now() - self.begin
         return (time.thread_time() - self.cpu) / elapsed if elapsed > 0 else 0.0
 
 
@@ -231,12 +237,17 @@ def poisson_arrivals(rate: float, seed: int | list[int]) -> Iterator[float]:
 
 
 async def closed_loop(
-    sender: Sender, target: Target, concurrency: int, tick: Tick, share: Share | None = None
+    sender: Sender,
+    target: Target,
+    concurrency: int,
+    tick: Tick,
+    share: Share | None = None,
+    now: Now = time.perf_counter,
 ) -> Outcome:
     """``concurrency`` workers sending back to back; see the module docstring."""
     share = share or Share(max_requests=target.max_requests)
     tally = Tally()
-    clock = _Clock(target, share)
+    clock = _Clock(target, share, now)
     await clock.start()
     record_from, end = clock.record_from, clock.end
     stopped_at: list[float] = []
@@ -247,14 +258,14 @@ async def closed_loop(
     async def worker(index: int) -> None:
         nonlocal reserved
         while not done.is_set():
-            start = time.perf_counter()
+            start = clock.now()
             if limit is not None and start >= record_from:
                 if reserved >= limit:
                     break
                 reserved += 1
             failure = await sender.send(index)
             index += concurrency
-            finish = time.perf_counter()
+            finish = clock.now()
             if done.is_set() or start < record_from:
                 continue
             if finish > end:
@@ -280,13 +291,14 @@ async def open_loop(
     seed: int | list[int],
     tick: Tick,
     share: Share | None = None,
+    now: Now = time.perf_counter,
 ) -> Outcome:
     """Poisson arrivals at ``rate``/s, at most ``MAX_IN_FLIGHT`` outstanding; see the module docstring."""
     share = share or Share(max_requests=target.max_requests)
     tally = Tally()
     done = asyncio.Event()
     in_flight: set[asyncio.Task[None]] = set()
-    clock = _Clock(target, share)
+    clock = _Clock(target, share, now)
     await clock.start()
     begin = clock.begin
     end_offset = target.warmup_s + target.duration_s
@@ -294,17 +306,17 @@ async def open_loop(
     limit = share.max_requests
 
     async def one(index: int, record: bool) -> None:
-        start = time.perf_counter()
+        start = clock.now()
         failure = await sender.send(index)
         if record:
-            tally.record(failure, time.perf_counter() - start)
+            tally.record(failure, clock.now() - start)
 
     async def issue() -> None:
         nonlocal sent, window
         for issued, offset in enumerate(poisson_arrivals(rate, seed)):
             if offset >= end_offset or done.is_set():
                 break
-            delay = begin + offset - time.perf_counter()
+            delay = begin + offset - clock.now()
             if delay > 0:
                 await asyncio.sleep(delay)
             elif issued % 64 == 0:
@@ -362,7 +374,7 @@ async def _watch(
     """Report progress until ``done`` or the end of the window, then set ``done``."""
     begin, end = clock.begin, clock.end
     while not done.is_set():
-        now = time.perf_counter()
+        now = clock.now()
         if now >= end:
             break
         fraction = (now - begin) / (end - begin)
@@ -372,7 +384,7 @@ async def _watch(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), timeout=min(TICK_S, end - now))
     done.set()
-    tick(Progress(len(tally.latencies), tally.errors, 1.0, time.perf_counter() - clock.record_from))
+    tick(Progress(len(tally.latencies), tally.errors, 1.0, clock.now() - clock.record_from))
 
 
 async def _drain(tasks: list[asyncio.Task[None]], target: Target) -> None:
