@@ -100,9 +100,10 @@ SERVE_FLAGS = (
 @app.command()
 @takes(*SERVE_FLAGS)
 def serve(
-    target: Annotated[str, typer.Argument(
+    target: Annotated[str | None, typer.Argument(
         metavar="[REPO]", help="Model repository folder, or a bundled model name (minilm, digits): "
-                               "served from --repository, accelerated first when it has no plan yet.")] = "model_repository",
+                               "served from --repository, accelerated first when it has no plan yet "
+                               "(default: the --repository folder).")] = None,
     **options: Any,
 ) -> None:
     """Serve a model repository over the Open Inference Protocol v2 (KServe / Triton clients work)."""
@@ -117,7 +118,7 @@ def serve(
     run_server(config)
 
 
-def _serve_config(target: str, options: dict[str, Any]) -> ServeConfig:
+def _serve_config(target: str | None, options: dict[str, Any]) -> ServeConfig:
     """``inferno serve``'s options as a ServeConfig: the repository found (a bundled name is
     accelerated first when it has no plan), its models checked, gRPC on when installed."""
     from pydantic import ValidationError
@@ -143,12 +144,15 @@ def _serve_config(target: str, options: dict[str, Any]) -> ServeConfig:
         raise ConfigError(describe_validation_error(exc)) from exc
 
 
-def _serve_repository(target: str, names: list[str], repository: Path) -> tuple[Path, list[str]]:
-    """The repository folder to serve and the models asked for (a bundled name: it, from ``repository``)."""
+def _serve_repository(target: str | None, names: list[str], repository: Path) -> tuple[Path, list[str]]:
+    """The repository folder to serve and the models asked for (a bundled name: it, from
+    ``repository``; no target: ``repository`` itself)."""
     from inferno import repository as repo
     from inferno.errors import ConfigError
     from inferno.models.zoo import BUNDLED
 
+    if target is None:
+        target = str(repository)
     folder = Path(target)
     if not folder.is_dir() and target in BUNDLED:
         folder, names = repository, [target, *[n for n in names if n != target]]

@@ -70,3 +70,15 @@ def test_serve_options_become_the_serve_config(tmp_path: Path) -> None:
                                                validation_margin=0.5, group_by_length=False)
     with pytest.raises(ConfigError, match="drift_method"):
         commands._serve_config(str(repo), _serve_options(drift_method="fast"))
+
+
+def test_serve_without_a_folder_serves_the_repository_option(tmp_path: Path) -> None:
+    from tests.unit.serving.plans import relu, write_plan
+
+    repo = tmp_path / "repo"
+    write_plan(repo, "relu", relu())
+    config = commands._serve_config(None, _serve_options(repository=repo))
+    assert config.repository == repo
+    with pytest.raises(ConfigError, match="repository 'nowhere'"):
+        commands._serve_config(None, _serve_options(repository=Path("nowhere")))
+    assert commands._serve_config(str(repo), _serve_options(repository=Path("nowhere"))).repository == repo
