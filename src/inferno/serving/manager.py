@@ -233,7 +233,10 @@ class ServedVersion:
             "outputs": [t.to_dict() for t in pipeline.outputs],
             "parameters": {
                 "runtime": self.plan.runtime, "provider": self.provider, "variant": self.plan.variant,
-                "precision": self.plan.compute_precision, "task": self.plan.task,
+                # precision as accelerate's table says it (what the graph holds: int8 for an
+                # NNCF model), beside the float precision the runtime computes in
+                "precision": self.plan.graph_precision, "compute_precision": self.plan.compute_precision,
+                "task": self.plan.task,
             },
         }
 

@@ -7,6 +7,7 @@ Real plan folders of tiny graphs (``plans``) on ONNX Runtime; no server (the e2e
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,18 @@ def test_a_batch_first_model_keeps_tritons_batched_config(tmp_path: Path) -> Non
         config = served.model_config()
         assert config["max_batch_size"] == 8 and "dynamic_batching" in config
         assert config["input"] == [{"name": "x", "data_type": "TYPE_FP32", "dims": [3, -1, -1]}]
+    finally:
+        asyncio.run(served.close())
+
+
+def test_metadata_names_the_graphs_precision_beside_the_runtimes(tmp_path: Path) -> None:
+    folder = plans.write_plan(tmp_path, "det", plans.pad32(), {"x": [1, 3, 64, 64]})
+    plan = json.loads((folder / "plan.json").read_text())
+    (folder / "plan.json").write_text(json.dumps({**plan, "graph_precision": "int8"}))  # as NNCF's
+    served = ServedVersion.build("det", 1, folder, ModelServeConfig(), ServingMetrics())
+    try:
+        parameters = served.metadata(["1"])["parameters"]
+        assert parameters["precision"] == "int8" and parameters["compute_precision"] == "fp32"
     finally:
         asyncio.run(served.close())
 
