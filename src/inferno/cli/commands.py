@@ -94,7 +94,16 @@ SERVE_FLAGS = (
     bound(ServeConfig, "log_predictions", Path | None),
     bound(ServeConfig, "log_max_mb", float, field="log_max_bytes", per=MIB, help="Disk budget of --log-predictions, MiB."),
     bound(ServeConfig, "strict_readiness", bool),
+    own("ray", bool, False, "Run each model's replicas on Ray Serve (the \\[ray] extra); this process serves "
+        "HTTP and gRPC in front of them.", "--ray"),
+    own("address", str | None, None, "Ray cluster to join with --ray (auto, HOST:PORT); default: a local "
+        "Ray instance for this server."),
+    own("replicas", int, 1, "Ray replicas per model version (--ray)."),
+    own("autoscale", str | None, None, "MIN:MAX Ray replicas per model version, scaled on the batches in "
+        "flight (--ray; 0:MAX lets an idle model scale to zero).", metavar="MIN:MAX"),
+    own("replica_cpus", float | None, None, "Ray CPUs each replica reserves (--ray; default: the plan's threads)."),
 )
+RAY_ONLY = ("address", "replicas", "autoscale", "replica_cpus")
 
 
 @app.command()
@@ -113,9 +122,40 @@ def serve(
     logging.getLogger("inferno").setLevel(logging.DEBUG if state["debug"] else logging.INFO)
     served = config.models or _served_models(config.repository)
     grpc = f" and grpc://{config.host}:{config.grpc_port}" if config.grpc_port else ""
-    err.print(f"serving {', '.join(served)} from {config.repository} on http://{config.host}:{config.port}{grpc} "
-              "(ready when /v2/health/ready answers 200; Ctrl-C or SIGTERM stops after in-flight requests)")
-    run_server(config)
+    cluster = _ray_cluster(options)
+    on_ray = "" if cluster is None else f" (replicas on Ray Serve, {cluster.where})"
+    err.print(f"serving {', '.join(served)} from {config.repository} on http://{config.host}:{config.port}{grpc}"
+              f"{on_ray} (ready when /v2/health/ready answers 200; Ctrl-C or SIGTERM stops after in-flight requests)")
+    if cluster is None:
+        run_server(config)
+        return
+    from inferno.serving.app import InfernoApp
+
+    try:
+        run_server(config, InfernoApp(config, runners=cluster.runners))
+    finally:
+        cluster.close()
+
+
+def _ray_cluster(options: dict[str, Any]) -> Any:
+    """The Ray instance ``--ray`` asks for (started or joined), or None without ``--ray``."""
+    from inferno.errors import ConfigError
+
+    defaults = {"address": None, "replicas": 1, "autoscale": None, "replica_cpus": None}
+    if not options["ray"]:
+        given = [f"--{n.replace('_', '-')}" for n in RAY_ONLY if options[n] != defaults[n]]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: expected with --ray (they place Ray replicas), got no --ray")
+        return None
+    from inferno.distributed import RayOptions
+    from inferno.distributed.cluster import RayCluster
+
+    ray_options = RayOptions(address=options["address"], replicas=options["replicas"],
+                             autoscale=RayOptions.parse_autoscale(options["autoscale"]),
+                             replica_cpus=options["replica_cpus"])
+    err.print("starting a local Ray instance" if ray_options.address is None
+              else f"joining the Ray cluster at {ray_options.address}")
+    return RayCluster(ray_options)
 
 
 def _serve_config(target: str | None, options: dict[str, Any]) -> ServeConfig:

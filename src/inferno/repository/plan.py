@@ -24,7 +24,7 @@ from inferno.models.signature import Signature, Task
 from inferno.models.text import TextPreprocessor
 from inferno.repository import MODEL_FILE, PLAN_FILE, inside, redact, relative
 from inferno.runtimes import RUNTIMES, Artifact, RuntimeOptions, RuntimeSettings
-from inferno.runtimes.base import device_of
+from inferno.runtimes.base import Runtime, device_of
 
 
 @dataclass(frozen=True)
@@ -142,6 +142,9 @@ class PlanRunner:
         threads: overrides the plan's thread count.
         trust: the repository is the caller's own (``--trust``): a plan may then import its
             Python source (PyTorch runtimes) and name files outside the repository.
+        runtime: runs the model instead of the plan's runtime, which is then not loaded here
+            (``inferno.distributed``: the model runs on Ray replicas, this process keeps the
+            plan, signature and preprocessor).
 
     Raises:
         ModelLoadError: the plan is missing or unreadable, needs code or a file outside the
@@ -149,7 +152,8 @@ class PlanRunner:
             with paths relative to the repository).
     """
 
-    def __init__(self, folder: Path, threads: int | None = None, *, trust: bool = False) -> None:
+    def __init__(self, folder: Path, threads: int | None = None, *, trust: bool = False,
+                 runtime: Runtime | None = None) -> None:
         self.folder = Path(folder)
         self.trust = trust
         root = _root(self.folder)
@@ -167,6 +171,9 @@ class PlanRunner:
             raise ModelLoadError(f"plan {relative(self.folder / PLAN_FILE, root)} is unreadable: "
                                  f"signature: {exc.__class__.__name__}: {exc}") from exc
         self.preprocessor = _preprocessor(self.plan, self.folder, trust)
+        if runtime is not None:  # the plan's model is loaded elsewhere (a Ray replica's)
+            self.runtime: Runtime = runtime
+            return
         runtime_cls = RUNTIMES.get(self.plan.runtime)
         if runtime_cls is None or not runtime_cls.available():
             raise ModelLoadError(f"plan needs runtime {self.plan.runtime!r}, which is not installed here")

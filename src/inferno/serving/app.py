@@ -54,6 +54,8 @@ from inferno.serving.manager import (
     CANONICAL_VERSION,
     ModelManager,
     ModelUnavailableError,
+    RunnerFactory,
+    local_runners,
 )
 from inferno.serving.openapi import openapi
 from inferno.serving.protocol import encode_infer_response, json_object, parse_infer_request
@@ -72,7 +74,7 @@ class InfernoApp:
 
     extensions = EXTENSIONS
 
-    def __init__(self, config: ServeConfig) -> None:
+    def __init__(self, config: ServeConfig, *, runners: RunnerFactory = local_runners) -> None:
         self.config = config
         self.startup_error: InfernoError | None = None
         self.grpc_port: int | None = None
@@ -80,7 +82,7 @@ class InfernoApp:
         self._grpc: Any = None
         self._grpc_stopping: asyncio.Future[None] | None = None
         self.metrics = ServingMetrics(PROTOCOLS if config.grpc_port is not None else ("http",))
-        self.manager = ModelManager(config, self.metrics)
+        self.manager = ModelManager(config, self.metrics, runners)
         self.ready = False
         self._startup: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)

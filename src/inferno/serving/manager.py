@@ -66,6 +66,25 @@ non-ASCII digits would otherwise all reach version 1 through ``int``)."""
 _PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino", "openvino-streams": "openvino"}
 
 
+RunnerFactory = Callable[[str, int, Path, ModelServeConfig, bool], list[PlanRunner]]
+"""``(name, version, folder, config, trust) -> runners``: one runner per batch worker of a
+version. The default loads ``config.instances`` runtimes here; ``inferno.distributed`` runs
+the model on Ray replicas and hands back runners whose runtime calls them."""
+
+
+def local_runners(name: str, version: int, folder: Path, config: ModelServeConfig, trust: bool) -> list[PlanRunner]:
+    """``config.instances`` runners of the plan in ``folder``, each with its own session."""
+    runners: list[PlanRunner] = []
+    try:
+        for _ in range(config.instances):
+            runners.append(PlanRunner(folder, config.threads, trust=trust))
+    except BaseException:
+        for r in runners:
+            r.close()
+        raise
+    return runners
+
+
 class ServedVersion:
     """One version of a model, ready to serve."""
 
@@ -100,20 +119,24 @@ class ServedVersion:
     @classmethod
     def build(cls, name: str, version: int, folder: Path, config: ModelServeConfig,
               metrics: ServingMetrics, prediction_log: PredictionLog | None = None, *,
-              trust: bool = False, response_limit: int | None = None) -> ServedVersion:
+              trust: bool = False, response_limit: int | None = None,
+              runners: RunnerFactory = local_runners) -> ServedVersion:
         """Load every instance and warm it up (blocking: call from a worker thread).
 
         ``trust``: the plan may import Python code and name files outside the repository.
         """
+        made = runners(name, version, folder, config, trust)
         pipelines: list[Pipeline] = []
         try:
-            for _ in range(config.instances):
-                pipeline = build_pipeline(PlanRunner(folder, config.threads, trust=trust), config.group_by_length)
+            for runner in made:
+                pipeline = build_pipeline(runner, config.group_by_length)
                 pipelines.append(pipeline)
                 warm_up(pipeline)
         except BaseException:
             for p in pipelines:
                 p.close()
+            for r in made[len(pipelines):]:
+                r.close()
             raise
         try:
             return cls(name, version, folder, config, pipelines, metrics, prediction_log, response_limit)
@@ -338,9 +361,11 @@ class _Entry:
 class ModelManager:
     """The models of one repository: load, unload, hot swap, lookup."""
 
-    def __init__(self, config: ServeConfig, metrics: ServingMetrics) -> None:
+    def __init__(self, config: ServeConfig, metrics: ServingMetrics, runners: RunnerFactory = local_runners) -> None:
         self.config = config
         self.metrics = metrics
+        self.runners = runners
+        """How a version's runners are made: here, or on Ray replicas (``inferno.distributed``)."""
         self._entries: dict[str, _Entry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.prediction_log = (PredictionLog(config.log_predictions, config.log_max_bytes)
@@ -417,7 +442,7 @@ class ModelManager:
                     log.info("loading %s version %s from %s", name, v, folder)
                     fresh[v] = await asyncio.to_thread(
                         functools.partial(ServedVersion.build, trust=self.config.trust,
-                                          response_limit=self.config.response_limit),
+                                          response_limit=self.config.response_limit, runners=self.runners),
                         name, v, folder, settings, self.metrics, self.prediction_log,
                     )
             except Exception as exc:

@@ -393,7 +393,7 @@ class TextPipeline(Pipeline):
         self.text = text
         self.max_length = text.max_length
         self.group_by_length = group_by_length
-        self.sequence_multiple = type(runner.runtime).sequence_multiple
+        self.sequence_multiple = runner.runtime.sequence_multiple
         signature = runner.signature
         self.primary = signature.primary_output()
         spec = signature.outputs[self.primary]
