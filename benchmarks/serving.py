@@ -376,10 +376,8 @@ def bench_command(url: str, level: int, seconds: float, *, measured: bool) -> li
     return [*command, "--json"] if measured else command
 
 
-def load_point(
-    key: str, pid: int, url: str, level: int, args: argparse.Namespace, core: int | None
-) -> Point:
-    """Warm up at ``level``, then measure it, reading the server's CPU time around the measure."""
+def warm_up(key: str, url: str, level: int, args: argparse.Namespace, core: int | None) -> None:
+    """An unrecorded ``inferno bench`` run of ``args.warmup`` seconds at ``level``."""
     if args.warmup > 0:
         warm = subprocess.run(
             pin(bench_command(url, level, args.warmup, measured=False), core),
@@ -389,6 +387,22 @@ def load_point(
         )
         if warm.returncode != 0:
             raise RuntimeError(f"warm-up of {key} failed:\n{warm.stderr[-2000:]}")
+
+
+def load_point(
+    key: str,
+    pid: int,
+    url: str,
+    level: int,
+    args: argparse.Namespace,
+    core: int | None,
+    *,
+    warm: bool = True,
+) -> Point:
+    """Warm up at ``level`` (unless ``warm`` is False: the caller did), then measure it,
+    reading the server's CPU time around the measure."""
+    if warm:
+        warm_up(key, url, level, args, core)
     cpu_before = tree_cpu_s(pid)
     report = run_json(
         pin(bench_command(url, level, args.duration, measured=True), core),
@@ -586,6 +600,11 @@ def table(mode: ModeRun, rows: list[dict[str, Any]]) -> str:
                 num(r["vs_raw"], ".2f") + ("x" if r["vs_raw"] else ""),
             ]
         )
+    return grid(head, lines)
+
+
+def grid(head: list[str], lines: list[list[str]]) -> str:
+    """A plain-text table: the first column left-aligned, the others right-aligned."""
     widths = [max(len(x[i]) for x in [head, *lines]) for i in range(len(head))]
 
     def fmt(row: list[str]) -> str:
