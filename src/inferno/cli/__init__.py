@@ -8,6 +8,7 @@ from inferno.cli import (
     commands,  # noqa: F401  (registers the commands)
     compress,  # noqa: F401
     export,  # noqa: F401
+    serve,  # noqa: F401
 )
 from inferno.cli._app import app, main
 

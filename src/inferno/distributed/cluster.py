@@ -147,10 +147,11 @@ class RayCluster:
                         "grow (an autoscaler) or for other deployments to end", label, needed, free)
             return
         total = ray.cluster_resources().get("CPU", 0.0)
+        held = (" (the rest held by other deployments; a version being replaced holds its replicas until "
+                "the new one is ready)") if free < total else ""
         raise ConfigError(
             f"{label}: expected {needed:g} free Ray CPUs for {max(1, self.options.min_replicas)} replica(s) of "
-            f"{cpus:g} CPUs, found {free:g} of {total:g} (the rest held by other deployments; a version "
-            "being replaced holds its replicas until the new one is ready); pass --replica-cpus lower, "
+            f"{cpus:g} CPUs, found {free:g} of {total:g}{held}; pass --replica-cpus lower, "
             "fewer --replicas, or join a larger cluster with --address")
 
     def _release(self, deployment: Deployment) -> None:

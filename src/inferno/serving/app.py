@@ -54,12 +54,10 @@ from inferno.serving.manager import (
     CANONICAL_VERSION,
     ModelManager,
     ModelUnavailableError,
-    RunnerFactory,
-    local_runners,
 )
 from inferno.serving.openapi import openapi
 from inferno.serving.protocol import encode_infer_response, json_object, parse_infer_request
-from inferno.serving.served import Served
+from inferno.serving.served import RunnerFactory, Served, local_runners
 from inferno.serving.transport import frame
 
 log = logging.getLogger(__name__)

@@ -39,7 +39,7 @@ from inferno.monitoring.monitor import Monitor, MonitorSettings
 from inferno.monitoring.predlog import PredictionLog
 from inferno.monitoring.profile import PROFILE_FILE, ReferenceProfile
 from inferno.protocol.datatypes import DATATYPES, config_type
-from inferno.repository.plan import Plan, PlanRunner
+from inferno.repository.plan import Plan
 from inferno.serving.batcher import DynamicBatcher
 from inferno.serving.cache import ResponseCache, cache_key
 from inferno.serving.config import ModelServeConfig, ServeConfig, default_max_batch
@@ -54,7 +54,7 @@ from inferno.serving.pipelines import (
     warm_up,
 )
 from inferno.serving.protocol import InferRequest
-from inferno.serving.served import Served, refuse_large_response
+from inferno.serving.served import RunnerFactory, Served, local_runners, refuse_large_response
 from inferno.serving.stats import VersionStats
 
 log = logging.getLogger(__name__)
@@ -64,25 +64,6 @@ CANONICAL_VERSION = re.compile(r"[1-9][0-9]{0,17}")
 non-ASCII digits would otherwise all reach version 1 through ``int``)."""
 
 _PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino", "openvino-streams": "openvino"}
-
-
-RunnerFactory = Callable[[str, int, Path, ModelServeConfig, bool], list[PlanRunner]]
-"""``(name, version, folder, config, trust) -> runners``: one runner per batch worker of a
-version. The default loads ``config.instances`` runtimes here; ``inferno.distributed`` runs
-the model on Ray replicas and hands back runners whose runtime calls them."""
-
-
-def local_runners(name: str, version: int, folder: Path, config: ModelServeConfig, trust: bool) -> list[PlanRunner]:
-    """``config.instances`` runners of the plan in ``folder``, each with its own session."""
-    runners: list[PlanRunner] = []
-    try:
-        for _ in range(config.instances):
-            runners.append(PlanRunner(folder, config.threads, trust=trust))
-    except BaseException:
-        for r in runners:
-            r.close()
-        raise
-    return runners
 
 
 class ServedVersion:

@@ -9,10 +9,13 @@ both alike; only repository models are loaded, reloaded and unloaded.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from inferno.errors import UserInputError
 from inferno.monitoring.monitor import Monitor
+from inferno.repository.plan import PlanRunner
 from inferno.serving.config import ModelServeConfig
 from inferno.serving.pipelines import Answer
 from inferno.serving.protocol import InferRequest
@@ -76,3 +79,22 @@ def refuse_large_response(stats: VersionStats, limit: int | None, size: int, sta
         raise UserInputError(
             f"response: expected at most {limit} bytes (the server's max_response_bytes), this one "
             f"is {size}; ask for fewer rows or outputs, or binary_data outputs")
+
+
+RunnerFactory = Callable[[str, int, Path, ModelServeConfig, bool], list[PlanRunner]]
+"""``(name, version, folder, config, trust) -> runners``: one runner per batch worker of a
+version. The default loads ``config.instances`` runtimes here; ``inferno.distributed`` runs
+the model on Ray replicas and hands back runners whose runtime calls them."""
+
+
+def local_runners(name: str, version: int, folder: Path, config: ModelServeConfig, trust: bool) -> list[PlanRunner]:
+    """``config.instances`` runners of the plan in ``folder``, each with its own session."""
+    runners: list[PlanRunner] = []
+    try:
+        for _ in range(config.instances):
+            runners.append(PlanRunner(folder, config.threads, trust=trust))
+    except BaseException:
+        for r in runners:
+            r.close()
+        raise
+    return runners

@@ -15,7 +15,9 @@ import tritonclient.http as httpclient
 from prometheus_client.parser import text_string_to_metric_families
 
 from inferno.serving import ModelServeConfig, ServeConfig, ServerThread
+from inferno.serving.app import InfernoApp
 from inferno.serving.manager import ModelManager
+from inferno.serving.served import RunnerFactory
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -97,12 +99,13 @@ def raw_request(host: str, port: int, method: str, path: str, body: bytes | str 
 @contextlib.contextmanager
 def running(repo: Path, *, models: tuple[str, ...] = (), token: str | None = None,
             max_body_bytes: int = 64 * 2**20, server: dict[str, Any] | None = None,
-            **settings: Any) -> Iterator[Server]:
+            runners: RunnerFactory | None = None, **settings: Any) -> Iterator[Server]:
     """A server on ``repo``; ``settings`` are the models' ModelServeConfig fields, ``server``
-    more ServeConfig fields."""
+    more ServeConfig fields, ``runners`` where versions run (default: in the server)."""
     config = ServeConfig(repository=repo, port=0, models=models, token=token, max_body_bytes=max_body_bytes,
                          graceful_timeout_s=10, defaults=ModelServeConfig(**settings), **(server or {}))
-    thread = ServerThread(config, ready_timeout_s=60)
+    app = None if runners is None else InfernoApp(config, runners=runners)
+    thread = ServerThread(config, ready_timeout_s=60, app=app)
     with thread:
         yield Server(thread)
 

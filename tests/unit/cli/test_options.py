@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import typer
 
-from inferno.cli import commands
+from inferno.cli import commands, serve
 from inferno.cli.options import MIB, bound, own, takes, values
 from inferno.config import AccelerateConfig
 from inferno.errors import ConfigError
@@ -16,12 +16,12 @@ from inferno.serving.config import ModelServeConfig, ServeConfig
 
 
 def test_every_model_setting_is_a_serve_option() -> None:
-    filled = {f.target for f in commands.SERVE_FLAGS if f.model is ModelServeConfig}
+    filled = {f.target for f in serve.SERVE_FLAGS if f.model is ModelServeConfig}
     assert filled == set(ModelServeConfig.model_fields)
 
 
 def test_bound_options_show_the_fields_default_and_help() -> None:
-    for flags in (commands.SERVE_FLAGS, commands.ACCELERATE_FLAGS):
+    for flags in (serve.SERVE_FLAGS, commands.ACCELERATE_FLAGS):
         for flag in flags:
             if flag.model is None:
                 continue
@@ -53,7 +53,7 @@ def test_takes_gives_the_command_its_options_in_order() -> None:
 
 
 def _serve_options(**given: object) -> dict[str, object]:
-    defaults = {p.name: p.default.default for p in inspect.signature(commands.serve).parameters.values()
+    defaults = {p.name: p.default.default for p in inspect.signature(serve.serve).parameters.values()
                 if isinstance(p.default, typer.models.OptionInfo)}
     return {**defaults, "grpc_port": 0, **given}
 
@@ -63,13 +63,13 @@ def test_serve_options_become_the_serve_config(tmp_path: Path) -> None:
 
     repo = tmp_path / "repo"
     write_plan(repo, "relu", relu())
-    config = commands._serve_config(str(repo), _serve_options(cache_mb=2.0, queue_size=7, drift_method="psi",
+    config = serve._serve_config(str(repo), _serve_options(cache_mb=2.0, queue_size=7, drift_method="psi",
                                                               validation_margin=0.5, group_by_length=False))
     assert config.models == () and config.grpc_port is None and config.max_body_bytes == 64 * MIB
     assert config.defaults == ModelServeConfig(cache_bytes=2 * MIB, max_queue_size=7, drift_method="psi",
                                                validation_margin=0.5, group_by_length=False)
     with pytest.raises(ConfigError, match="drift_method"):
-        commands._serve_config(str(repo), _serve_options(drift_method="fast"))
+        serve._serve_config(str(repo), _serve_options(drift_method="fast"))
 
 
 def test_serve_without_a_folder_serves_the_repository_option(tmp_path: Path) -> None:
@@ -77,8 +77,19 @@ def test_serve_without_a_folder_serves_the_repository_option(tmp_path: Path) -> 
 
     repo = tmp_path / "repo"
     write_plan(repo, "relu", relu())
-    config = commands._serve_config(None, _serve_options(repository=repo))
+    config = serve._serve_config(None, _serve_options(repository=repo))
     assert config.repository == repo
     with pytest.raises(ConfigError, match="repository 'nowhere'"):
-        commands._serve_config(None, _serve_options(repository=Path("nowhere")))
-    assert commands._serve_config(str(repo), _serve_options(repository=Path("nowhere"))).repository == repo
+        serve._serve_config(None, _serve_options(repository=Path("nowhere")))
+    assert serve._serve_config(str(repo), _serve_options(repository=Path("nowhere"))).repository == repo
+
+
+@pytest.mark.parametrize("given", [{"replicas": 2}, {"address": "auto"}, {"autoscale": "1:3"}, {"replica_cpus": 0.5}])
+def test_ray_placement_options_need_ray(given: dict[str, object]) -> None:
+    flag = "--" + next(iter(given)).replace("_", "-")
+    with pytest.raises(ConfigError, match=f"{flag}: expected with --ray"):
+        serve._ray_cluster(_serve_options(**given))
+
+
+def test_without_ray_no_cluster_starts() -> None:
+    assert serve._ray_cluster(_serve_options()) is None
