@@ -26,6 +26,9 @@ class RayOptions:
     """Ray CPUs each replica reserves; None: the plan's threads (what its session uses)."""
     target_batches: float = 1.0
     """Batches in flight per replica that autoscaling aims at: more, and Serve adds one."""
+    batches_per_replica: int = 1
+    """Batches the ingress keeps in flight per replica (at the most replicas): more overlap
+    the Ray hop with compute, but split the queue into smaller batches."""
     upscale_delay_s: float = 3.0
     downscale_delay_s: float = 30.0
     num_cpus: int | None = None
@@ -41,6 +44,8 @@ class RayOptions:
                                   f"got {low}:{high}")
         if self.replica_cpus is not None and self.replica_cpus <= 0:
             raise ConfigError(f"--replica-cpus: expected a positive number, got {self.replica_cpus}")
+        if self.batches_per_replica < 1:
+            raise ConfigError(f"batches_per_replica: expected at least 1, got {self.batches_per_replica}")
         if self.target_batches <= 0:
             raise ConfigError(f"target_batches: expected a positive number, got {self.target_batches}")
 
