@@ -26,6 +26,7 @@ import itertools
 import logging
 import os
 import secrets
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,12 @@ class RayCluster:
             ray.init(address="local", num_cpus=options.num_cpus, include_dashboard=False,
                      log_to_driver=False, logging_level=logging.WARNING)
         else:
-            ray.init(address=options.address, log_to_driver=False, logging_level=logging.WARNING)
+            _check_reachable(options.address)
+            try:
+                ray.init(address=options.address, log_to_driver=False, logging_level=logging.WARNING)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise ConfigError(f"--address {options.address}: could not join a Ray cluster there: "
+                                  f"{_last_line(exc)}") from None
         # no proxy: requests reach replicas through inferno's server and DeploymentHandles
         serve.start(proxy_location="Disabled",
                     logging_config={"log_level": "WARNING", "enable_access_log": False})
@@ -186,6 +192,22 @@ class RayCluster:
         if self.local:
             serve.shutdown()
         ray.shutdown()
+
+
+def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """Refuse a ``HOST:PORT`` nothing listens on at once: Ray itself retries for minutes.
+    (``auto``, ``local`` and ``ray://`` addresses are Ray's to resolve.)"""
+    if address is None or address in ("auto", "local") or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"--address: expected auto or HOST:PORT (a Ray head's GCS port, 6379 by default), "
+                          f"got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(f"--address {address}: nothing answers there within {timeout_s:g} s ({exc.strerror or exc}); "
+                          "expected a Ray head's GCS port (`ray start --head` prints it; 6379 by default)") from None
 
 
 def _last_line(exc: BaseException) -> str:
