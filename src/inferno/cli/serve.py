@@ -90,7 +90,9 @@ def serve(
     from inferno.serving.app import InfernoApp
 
     try:
-        run_server(config, InfernoApp(config, runners=cluster.runners))
+        served_app = InfernoApp(config, runners=cluster.runners)
+        cluster.export_metrics(served_app.metrics.registry)
+        run_server(config, served_app)
     finally:
         cluster.close()
 

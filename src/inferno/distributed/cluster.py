@@ -31,6 +31,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
+from inferno.distributed.metrics import ReplicaCollector
 from inferno.distributed.options import RayOptions
 from inferno.distributed.remote import Deployment, RemoteRuntime
 from inferno.distributed.replica import ModelReplica
@@ -63,6 +66,8 @@ class RayCluster:
         self._token = secrets.token_hex(3)
         self._count = itertools.count(1)
         self._apps: set[str] = set()
+        self._live: dict[str, Deployment] = {}
+        """The connected deployments, by application: the per-replica ``/metrics`` series."""
         self._lock = threading.Lock()
         if self.local:
             # Serve's controller loops every 0.1 s by default: 3.5% of a core on an idle local
@@ -95,9 +100,9 @@ class RayCluster:
         the manager calls it from a worker thread)."""
         from ray import serve
 
-        label = f"model {name!r} version {version}"
         app = f"inferno-{self._token}-{name}-{version}-{next(self._count)}"
-        deployment = Deployment(app, label, config.timeout_s)
+        deployment = Deployment(app, name, version, config.timeout_s)
+        label = deployment.label
         made: list[PlanRunner] = []
         try:
             # the plan, signature and preprocessor are read here first: a bad plan fails with
@@ -123,12 +128,22 @@ class RayCluster:
                 with self._lock:
                     self._apps.add(app)
             deployment.connect(handle, self._release)
+            with self._lock:
+                self._live[app] = deployment
         except BaseException:
             for runner in made:
                 runner.close()
             self._delete(app, blocking=False)
             raise
         return made
+
+    def live(self) -> list[Deployment]:
+        with self._lock:
+            return list(self._live.values())
+
+    def export_metrics(self, registry: CollectorRegistry) -> None:
+        """Put the per-replica series on the ingress's ``/metrics`` (``registry``: its app's)."""
+        registry.register(ReplicaCollector(self.live))
 
     def _scaling(self) -> dict[str, Any]:
         o = self.options
@@ -177,6 +192,7 @@ class RayCluster:
             if app not in self._apps:
                 return
             self._apps.discard(app)
+            self._live.pop(app, None)
         try:
             serve.delete(app, _blocking=blocking)
         except Exception as exc:  # the cluster may be gone already; nothing is left to free

@@ -30,15 +30,18 @@ BACKOFF_S = (0.05, 0.25, 1.0)
 class Deployment:
     """One model version's Ray Serve application, shared by the ingress's runners of it."""
 
-    def __init__(self, app: str, label: str, timeout_s: float) -> None:
+    def __init__(self, app: str, model: str, version: int, timeout_s: float) -> None:
         self.app = app
-        self.label = label
-        """``model 'x' version 1``: how errors name it."""
+        self.model, self.version = model, str(version)
+        self.label = f"model {model!r} version {version}"
+        """How errors name it."""
         self.timeout_s = timeout_s
         self.handle: Any = None
         self.description: dict[str, Any] = {}
         self.retried = 0
         """Batches run again because their replica died."""
+        self.replicas: dict[str, list[float]] = {}
+        """Per replica that answered: [batches, compute seconds] (the ``/metrics`` series)."""
         self._users = 0
         self._lock = threading.Lock()
         self._on_last_release: Any = None
@@ -48,6 +51,11 @@ class Deployment:
         self.handle = handle
         self._on_last_release = on_last_release
         self.description = handle.describe.remote().result(timeout_s=self.timeout_s)
+
+    def counts(self) -> list[tuple[str, int, float]]:
+        """(replica, batches, compute seconds) for each replica that answered."""
+        with self._lock:
+            return [(replica, int(n), seconds) for replica, (n, seconds) in self.replicas.items()]
 
     def acquire(self) -> None:
         with self._lock:
@@ -67,7 +75,12 @@ class Deployment:
 
         for attempt in range(ATTEMPTS):
             try:
-                result: list[np.ndarray] = self.handle.run.remote(feeds).result(timeout_s=self.timeout_s)
+                outputs, replica, seconds = self.handle.run.remote(feeds).result(timeout_s=self.timeout_s)
+                with self._lock:
+                    counts = self.replicas.setdefault(replica, [0, 0.0])
+                    counts[0] += 1
+                    counts[1] += seconds
+                result: list[np.ndarray] = outputs
                 return result
             except BackPressureError:
                 raise ServiceUnavailableError(f"{self.label}: every replica's queue is full", 1.0) from None

@@ -8,6 +8,7 @@ holds no queue, cache or monitor: those stay in the ingress, which sees every re
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +27,19 @@ class ModelReplica:
         self.runner = PlanRunner(Path(folder), threads, trust=trust)
         warm_up(build_pipeline(self.runner, group_by_length))
         context = ray.get_runtime_context()
-        self.replica = context.get_actor_name() or context.get_actor_id() or f"pid {os.getpid()}"
+        self.actor = context.get_actor_name() or ""
+        """Ray's name of the replica's actor (``SERVE_REPLICA::<app>#<deployment>#<id>``)."""
+        self.replica = self.actor.rsplit("#", 1)[-1] or context.get_actor_id() or f"pid {os.getpid()}"
+        """Its short id, as Serve's logs and ``/metrics`` name it."""
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """One runtime call: the outputs in signature order."""
-        return self.runner.runtime.run(feeds)
+    def run(self, feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray], str, float]:
+        """One runtime call: the outputs in signature order, who ran them and in how many seconds."""
+        started = time.perf_counter()
+        outputs = self.runner.runtime.run(feeds)
+        return outputs, self.replica, time.perf_counter() - started
 
     def describe(self) -> dict[str, Any]:
         """What the ingress needs of the loaded runtime, and who answered."""
         runtime = self.runner.runtime
         return {"provider": runtime.provider, "sequence_multiple": runtime.sequence_multiple,
-                "replica": self.replica, "pid": os.getpid()}
+                "replica": self.replica, "actor": self.actor, "pid": os.getpid()}

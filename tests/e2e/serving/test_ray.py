@@ -24,6 +24,7 @@ from tritonclient.utils import InferenceServerException
 from inferno import repository
 from inferno.distributed import RayOptions
 from inferno.repository.plan import PlanRunner
+from inferno.serving.pipelines import WARMUP_RUNS
 
 from .support import SENTENCES, Server, digits_inputs, digits_pixels, running, text_inputs
 
@@ -139,6 +140,14 @@ def test_the_protocol_through_the_cluster(cluster: RayCluster, model_repository:
         stats = client.get_inference_statistics("digits")["model_stats"][0]
         assert stats["inference_stats"]["success"]["count"] == 3  # the HTTP twice, gRPC once
         assert stats["inference_stats"]["fail"]["count"] == 1
+        # per-replica series on the ingress: every batch it sent (its warm-up's too), by replica
+        cluster.export_metrics(server.thread.app.metrics.registry)
+        samples = server.metrics()
+        ran = {k: v for k, v in samples.items()
+               if k.startswith('inferno_replica_batches_total{model="digits",replica=')}
+        warm_ups = WARMUP_RUNS * len(server.manager.get("digits").pipelines)  # type: ignore[attr-defined]
+        assert sum(ran.values()) == stats["execution_count"] + warm_ups and 1 <= len(ran) <= 2, ran
+        assert all(samples[k.replace("batches", "compute_seconds")] > 0 for k in ran)
         apps = {deployment_of(server, m).app for m in ("digits", "minilm")}
     wait_until("the server's deployments deleted", lambda: not apps & set(serve.status().applications))
 
@@ -148,8 +157,9 @@ def test_a_replica_killed_under_load(cluster: RayCluster, model_repository: Path
         deployment = deployment_of(server, "digits")
         with Load(server) as load:
             load.wait_for(50)
-            victim = deployment.handle.describe.remote().result()["replica"]
-            ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+            described = deployment.handle.describe.remote().result()
+            victim = described["replica"]
+            ray.kill(ray.get_actor(described["actor"], namespace="serve"), no_restart=True)
             killed = time.monotonic()
             load.wait_for(200, after=killed)
             wait_until("two replicas again", lambda: replica_states(deployment.app) == {"RUNNING": 2})
