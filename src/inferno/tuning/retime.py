@@ -44,7 +44,8 @@ FINAL_ROUNDS = 9
 """Rounds of the side-by-side re-timing (9 rounds: an interquartile range that is not just
 the extremes)."""
 TURN_SECONDS = 0.03
-"""A contender's timed work in one round (at least one call, after one untimed call)."""
+"""A contender's timed work in one round (at least one whole pass over the timing batches,
+after one untimed call)."""
 SETTLE_SECONDS = 0.06
 """Idle time after each turn: ONNX Runtime's threads spin for tens of milliseconds after
 a call (measured here: 20 ms was not enough, 60 ms was); 9 rounds × 6 contenders ≈ 5 s."""
@@ -110,6 +111,7 @@ def _rounds(contenders: list[tuple[str, Target, Artifact]], inputs: EvalInputs,
             runtime = RUNTIMES[target.runtime](RuntimeSettings(cfg.threads, target.provider))
             try:
                 runtime.load(artifact)
+                runtime.prepare(inputs.timing_batches)
                 runtime.warmup(inputs.timing_batches[0], cfg.warmup)
                 for feeds in inputs.singles[: cfg.warmup]:
                     runtime.run(feeds)

@@ -60,16 +60,16 @@ def test_throughput_counts_rows_by_the_signature(clock: FakeClock) -> None:
     assert rate == pytest.approx(80 / 0.03)
 
 
-def test_a_timed_unit_wakes_the_runtime_then_times_its_window(clock: FakeClock) -> None:
+def test_a_timed_unit_wakes_the_runtime_then_times_whole_passes(clock: FakeClock) -> None:
     runtime = FakeRuntime(clock)
     unit = timed_unit(runtime, [feeds(32), feeds(16)], SIGNATURE.rows, 0.025)  # type: ignore[arg-type]
     calls = unit()
-    assert runtime.calls == 4  # one untimed call (32 rows), then 16, 32, 16 timed
-    assert [rows for _, rows in calls] == [16, 32, 16]
-    assert sum(seconds for seconds, _ in calls) == pytest.approx(0.03)
-    assert [rows for _, rows in unit()] == [16, 32, 16]  # carries on where it stopped: 32 untimed
+    assert runtime.calls == 5  # one untimed call (32 rows), then two whole passes: 0.02 s < 0.025 after one
+    assert [rows for _, rows in calls] == [32, 16, 32, 16]
+    assert sum(seconds for seconds, _ in calls) == pytest.approx(0.04)
+    assert [rows for _, rows in unit()] == [32, 16, 32, 16]  # every turn the same work
     one = timed_unit(runtime, [feeds(1)], SIGNATURE.rows, 0.0)  # type: ignore[arg-type]
-    assert one() == [(pytest.approx(0.01), 1.0)]  # at least one timed call
+    assert one() == [(pytest.approx(0.01), 1.0)]  # at least one timed pass
 
 
 def test_an_openvino_error_keeps_the_line_that_says_something() -> None:
