@@ -8,7 +8,7 @@ silently: the provider actually used is exposed by ``provider``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -83,6 +83,10 @@ class Runtime(ABC):
         """Called after ``load`` and before any timed ``run``."""
         for _ in range(runs):
             self.run(feeds)
+
+    def prepare(self, calls: Sequence[Feeds]) -> None:  # noqa: B027  (optional hook)
+        """Build ahead what these calls will need (a runtime that compiles per input shape),
+        so that none of them pays for it; called before timing them. Most runtimes need nothing."""
 
     @abstractmethod
     def run(self, feeds: Feeds) -> list[np.ndarray]:

@@ -8,6 +8,14 @@ Two registered runtimes:
   small per-op work (short sentences) it skips the cross-core synchronization of every op,
   which measured faster at batch 32 on 2 cores; batch-1 latency is worse. Measured like
   every other runtime; the objective decides.
+- ``openvino-static`` / ``openvino-streams-static``: the same, plus one static-shape program
+  per input shape that recurs (see ``StaticPrograms``). With every dimension known the plugin
+  fuses the elementwise ops into snippets and plans memory once: minilm INT8 on AMX measured
+  1.16x faster per call at 16 x 128 tokens and 1.09x at 16 x 16 (one core, PERF_COUNT). A
+  program costs ~0.4 s to compile and ~85 MB (its own copy of the weights), so only shapes
+  that recur get one, at most ``MAX_STATIC_PROGRAMS``; every other shape runs on the dynamic
+  program. The compile happens in the call that asks for it (``prepare`` does it ahead for
+  shapes known to come, as the timing batches are).
 
 ``kernels`` reads the executed graph (``get_runtime_model``): the primitive each compute node
 ran with (``brgemm_avx512_bf16``, ``jit_avx512_amx_bf16``, ``ref_any_f32``, ...), counted.
@@ -16,10 +24,12 @@ ran with (``brgemm_avx512_bf16``, ``jit_avx512_amx_bf16``, ``ref_any_f32``, ...)
 from __future__ import annotations
 
 import importlib.util
+import itertools
+import logging
 import re
 import threading
-from collections import Counter
-from collections.abc import Iterable
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -28,7 +38,18 @@ from inferno.errors import RuntimeUnavailableError
 from inferno.hardware import cpu_info
 from inferno.runtimes.base import Artifact, Feeds, Runtime, device_of, register
 
+log = logging.getLogger(__name__)
+
 PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+
+STATIC_AFTER = 3
+"""Uses of one input shape before it gets its own static program (a call split over streams
+uses each part's shape once): a shape that does not recur (a warm-up sample's, one
+sentence's exact length) costs no compile."""
+MAX_STATIC_PROGRAMS = 8
+"""Static programs per runtime (~85 MB each for minilm). None is ever dropped: with a churn of
+shapes, dropping and recompiling would stall calls again and again; once the slots are
+taken, further shapes run on the dynamic program, as fast as before."""
 
 
 OPENVINO_NOISE = re.compile(r"^(Exception from src/|Check '.*' failed at src/)")
@@ -114,6 +135,9 @@ class OpenVinoRuntime(Runtime):
     # (serving with varying lengths measured 5.0 ms, a constant padded length 3.1 ms).
     sequence_multiple: ClassVar[int] = 16
 
+    static_shapes: ClassVar[bool] = False
+    """Compile a static-shape program per recurring input shape (``StaticPrograms``)."""
+
     @property
     def streams(self) -> int:
         return 1
@@ -161,7 +185,8 @@ class OpenVinoRuntime(Runtime):
             raise RuntimeUnavailableError("openvino runs ONNX files; this artifact has none")
         config = self._config(artifact)
         try:
-            compiled = core.compile_model(str(artifact.onnx_path), device, config)
+            model = core.read_model(str(artifact.onnx_path))
+            compiled = core.compile_model(model, device, config)
         except RuntimeError as exc:
             raise RuntimeUnavailableError(
                 f"openvino cannot compile {artifact.onnx_path.name}: {openvino_reason(exc)}"
@@ -171,42 +196,76 @@ class OpenVinoRuntime(Runtime):
         self._kernels: str | None = None
         # Streams split a batch along axis 0: only where every tensor has its rows there.
         self._splittable = self.streams > 1 and artifact.options.batch_first
-        self._requests = [compiled.create_infer_request() for _ in range(self.streams)]
+        self._dynamic = Program(compiled, self.streams)
+        self._static = StaticPrograms(core, model, device, config, self.streams) if self.static_shapes else None
         self._lock = threading.Lock()  # infer requests are not shareable between callers
-        self._outputs = compiled.outputs
         self._inputs = {p.get_any_name() for p in compiled.inputs}
         self._provider = f"OpenVINO {device} ({config['INFERENCE_PRECISION_HINT']}"
-        self._provider += f", {self.streams} streams)" if self.streams > 1 else ")"
+        self._provider += f", {self.streams} streams" if self.streams > 1 else ""
+        self._provider += ", static shapes)" if self.static_shapes else ")"
         if "DYNAMIC_QUANTIZATION_GROUP_SIZE" in config:
             self._provider += f" dynamic-quantization group {config['DYNAMIC_QUANTIZATION_GROUP_SIZE']}"
 
     def run(self, feeds: Feeds) -> list[np.ndarray]:
-        feeds = {k: v for k, v in feeds.items() if k in self._inputs}
-        batch = len(next(iter(feeds.values()))) if self._splittable else 1
-        parts = min(len(self._requests), batch)
+        parts = self._parts(self._known(feeds))
         with self._lock:
-            if parts <= 1:
-                result = self._requests[0].infer(feeds)
-                return [np.array(result[o]) for o in self._outputs]
-            bounds = np.linspace(0, batch, parts + 1).astype(int)
-            for request, lo, hi in zip(self._requests, bounds[:-1], bounds[1:], strict=False):
-                request.start_async({k: v[lo:hi] for k, v in feeds.items()})
-            for request in self._requests[:parts]:
-                request.wait()
-            return [
-                np.concatenate([np.array(r.get_tensor(o).data) for r in self._requests[:parts]])
-                for o in self._outputs
-            ]
+            if len(parts) == 1:
+                program = self._program(parts[0])
+                program.requests[0].infer(parts[0])
+                return program.results(0)
+            started = []
+            for i, part in enumerate(parts):
+                program = self._program(part)
+                program.requests[i].start_async(part)
+                started.append((program, i))
+            for program, i in started:
+                program.requests[i].wait()
+            results = [program.results(i) for program, i in started]
+            return [np.concatenate(pieces) for pieces in zip(*results, strict=True)]
+
+    def prepare(self, calls: Sequence[Feeds]) -> None:
+        """Compile the static programs these calls will use now, not during the first of them
+        (the static runtimes; a no-op on the others)."""
+        if self._static is None:
+            return
+        with self._lock:
+            for feeds in calls:
+                for part in self._parts(self._known(feeds)):
+                    self._static.compile(shape_key(part))
+
+    def _known(self, feeds: Feeds) -> Feeds:
+        return {k: v for k, v in feeds.items() if k in self._inputs}
+
+    def _parts(self, feeds: Feeds) -> list[Feeds]:
+        """The feeds each stream runs: the batch split along axis 0 where it can be."""
+        batch = len(next(iter(feeds.values()))) if self._splittable else 1
+        parts = min(self.streams, batch)
+        if parts <= 1:
+            return [feeds]
+        bounds = np.linspace(0, batch, parts + 1).astype(int)
+        return [{k: v[lo:hi] for k, v in feeds.items()} for lo, hi in itertools.pairwise(bounds)]
+
+    def _program(self, feeds: Feeds) -> Program:
+        if self._static is None:
+            return self._dynamic
+        return self._static.get(feeds) or self._dynamic
 
     def close(self) -> None:
         # the summary is read on demand (16 ms on minilm): closing must not pay for it; a
         # complete summary read before closing is kept
         self._compiled = None
-        self._requests = []
+        self._dynamic = None  # type: ignore[assignment]
+        self._static = None
 
     @property
     def provider(self) -> str:
         return getattr(self, "_provider", "OpenVINO CPU")
+
+    @property
+    def static_programs(self) -> int:
+        """Static-shape programs compiled and kept now (0 on the dynamic-only runtimes)."""
+        static = getattr(self, "_static", None)
+        return 0 if static is None else len(static)
 
     @property
     def kernels(self) -> str | None:
@@ -214,7 +273,9 @@ class OpenVinoRuntime(Runtime):
         read once all of them have run."""
         if getattr(self, "_kernels", None) is not None or getattr(self, "_compiled", None) is None:
             return getattr(self, "_kernels", None)
-        nodes = executed_nodes(self._compiled)
+        static: StaticPrograms | None = getattr(self, "_static", None)
+        latest = static.latest() if static is not None else None
+        nodes = executed_nodes(latest.compiled if latest is not None else self._compiled)
         summary = kernel_summary(nodes)
         if not any(primitive.startswith("undef") for _, primitive, _ in nodes):
             self._kernels = summary
@@ -244,3 +305,89 @@ class OpenVinoStreamsRuntime(OpenVinoRuntime):
     @property
     def streams(self) -> int:
         return max(1, self.settings.threads)
+
+
+@register
+class OpenVinoStaticRuntime(OpenVinoRuntime):
+    """``openvino`` with a static-shape program per recurring input shape."""
+
+    name: ClassVar[str] = "openvino-static"
+    static_shapes: ClassVar[bool] = True
+
+
+@register
+class OpenVinoStreamsStaticRuntime(OpenVinoStreamsRuntime):
+    """``openvino-streams`` with a static-shape program per recurring input shape."""
+
+    name: ClassVar[str] = "openvino-streams-static"
+    static_shapes: ClassVar[bool] = True
+
+
+class Program:
+    """One compiled model and an infer request per stream."""
+
+    def __init__(self, compiled: Any, streams: int) -> None:
+        self.compiled = compiled
+        self.requests = [compiled.create_infer_request() for _ in range(streams)]
+
+    def results(self, request: int) -> list[np.ndarray]:
+        """Copies of request ``request``'s outputs (its buffers are reused by the next call)."""
+        infer = self.requests[request]
+        return [np.array(infer.get_output_tensor(i).data) for i in range(len(self.compiled.outputs))]
+
+
+ShapeKey = tuple[tuple[str, tuple[int, ...]], ...]
+
+
+def shape_key(feeds: Feeds) -> ShapeKey:
+    return tuple(sorted((name, tuple(int(d) for d in a.shape)) for name, a in feeds.items()))
+
+
+class StaticPrograms:
+    """Static-shape programs, compiled on a shape's ``STATIC_AFTER``-th call (or ahead, by
+    ``prepare``), at most ``MAX_STATIC_PROGRAMS``. A shape that fails to compile statically
+    (a graph whose reshape the plugin refuses) stays on the dynamic program. Not thread-safe:
+    the runtime calls it under its lock."""
+
+    def __init__(self, core: Any, model: Any, device: str, config: dict[str, Any], streams: int) -> None:
+        self._core, self._model, self._device, self._config, self._streams = core, model, device, config, streams
+        self._programs: OrderedDict[ShapeKey, Program | None] = OrderedDict()
+        self._seen: Counter[ShapeKey] = Counter()
+
+    def __len__(self) -> int:
+        """Static programs compiled (a shape the plugin refused takes a slot, with no program)."""
+        return sum(p is not None for p in self._programs.values())
+
+    def latest(self) -> Program | None:
+        """The static program used last (what ``kernels`` describes), None before any."""
+        return next((p for p in reversed(self._programs.values()) if p is not None), None)
+
+    def get(self, feeds: Feeds) -> Program | None:
+        """The static program for these feeds' shapes; None while the dynamic one serves them."""
+        key = shape_key(feeds)
+        if key in self._programs:
+            self._programs.move_to_end(key)
+            return self._programs[key]
+        if len(self._programs) >= MAX_STATIC_PROGRAMS:
+            return None
+        if len(self._seen) > 64 * MAX_STATIC_PROGRAMS:  # a stream of ever new shapes: forget, stay bounded
+            self._seen.clear()
+        self._seen[key] += 1
+        return self.compile(key) if self._seen[key] >= STATIC_AFTER else None
+
+    def compile(self, key: ShapeKey) -> Program | None:
+        """The static program for ``key``, compiled now unless there is one or no slot is left."""
+        if key not in self._programs and len(self._programs) < MAX_STATIC_PROGRAMS:
+            self._seen.pop(key, None)
+            self._programs[key] = self._compile(dict(key))
+        return self._programs.get(key)
+
+    def _compile(self, shapes: dict[str, tuple[int, ...]]) -> Program | None:
+        model = self._model.clone()
+        try:
+            model.reshape({name: list(shape) for name, shape in shapes.items()})
+            return Program(self._core.compile_model(model, self._device, self._config), self._streams)
+        except RuntimeError as exc:
+            log.warning("openvino: no static program for shapes %s (%s); the dynamic one serves them",
+                        shapes, openvino_reason(exc))
+            return None

@@ -63,7 +63,8 @@ CANONICAL_VERSION = re.compile(r"[1-9][0-9]{0,17}")
 """A version as the repository writes it: ASCII digits, no leading zero (``01``, `` 1`` and
 non-ASCII digits would otherwise all reach version 1 through ``int``)."""
 
-_PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino", "openvino-streams": "openvino"}
+_PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino", "openvino-streams": "openvino",
+              "openvino-static": "openvino", "openvino-streams-static": "openvino"}
 
 
 class ServedVersion:
