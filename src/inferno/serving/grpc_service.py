@@ -2,14 +2,15 @@
 
 The wire contract is the one ``tritonclient[grpc]`` ships (its generated ``service_pb2`` and
 ``model_config_pb2``): no copied proto, so Triton's own clients take this server for Triton.
-It runs on ``grpc.aio`` in the HTTP server's event loop and goes through the same manager,
+It runs on inferno's own HTTP/2 transport (:mod:`inferno.serving.grpc_transport`: grpc.aio
+cost more per call than a whole HTTP request) in the HTTP server's event loop and goes through the same manager,
 batchers, cache, statistics, limits and token; errors map to status codes in one place
 (:data:`STATUS`), with the same messages as HTTP.
 
 Tensors travel as ``raw_input_contents`` / ``raw_output_contents`` (what ``tritonclient.grpc``
 sends and decodes); typed ``contents`` are accepted too, never mixed with raw in one request.
 
-Limits as over HTTP: a request message over ``--max-body-mb`` is refused by grpc itself
+Limits as over HTTP: a request message over ``--max-body-mb`` is refused by the transport
 (RESOURCE_EXHAUSTED, naming both sizes) before it is read; a full queue is UNAVAILABLE with
 ``retry-after`` in the trailing metadata; the client's deadline bounds the request as its
 ``timeout`` parameter does, and the server answers DEADLINE_EXCEEDED itself, a little before
@@ -35,6 +36,7 @@ from inferno._version import __version__
 from inferno.errors import ConfigError, InfernoError, ServiceUnavailableError, UserInputError
 from inferno.protocol.codec import tensor_bytes
 from inferno.protocol.datatypes import DATATYPES, datatype_of
+from inferno.serving.grpc_transport import GrpcServer, methods
 from inferno.serving.protocol import InferRequest, input_tensor, requested_outputs
 from inferno.serving.stats import PROTOCOL
 
@@ -356,22 +358,17 @@ for _name in _UNSUPPORTED:
 
 
 async def start(app: InfernoApp, host: str, port: int, *, max_receive_bytes: int,
-                max_send_bytes: int) -> tuple[grpc.aio.Server, int]:
+                max_send_bytes: int) -> tuple[GrpcServer, int]:
     """A started gRPC server on ``host:port`` (0: a free port); returns it and its port.
 
-    ``max_receive_bytes``: the largest request message (``--max-body-mb``); grpc refuses a
-    larger one with RESOURCE_EXHAUSTED before reading it. ``max_send_bytes``: the largest
-    response message (the response budget, checked before with a clearer message).
+    ``max_receive_bytes``: the largest request message (``--max-body-mb``), refused with
+    RESOURCE_EXHAUSTED from its length prefix, before it is read. ``max_send_bytes``: the
+    largest response message (the response budget, checked before with a clearer message).
     """
-    server = grpc.aio.server(options=[
-        ("grpc.max_receive_message_length", max_receive_bytes),
-        ("grpc.max_send_message_length", max_send_bytes),
-        ("grpc.so_reuseport", 0),
-    ])
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(app), server)
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    bound = server.add_insecure_port(address)
-    if bound == 0:
-        raise ConfigError(f"--grpc-port {port}: cannot listen on {host}:{port} (taken?)")
-    await server.start()
+    descriptor = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    server = GrpcServer(methods(InferenceService(app), descriptor, service_pb2), max_receive_bytes, max_send_bytes)
+    try:
+        bound = await server.listen(host, port)
+    except OSError as exc:
+        raise ConfigError(f"--grpc-port {port}: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
     return server, bound
