@@ -7,8 +7,12 @@ load
     This process, pinned to core 1: closed loops with pre-built requests and no per-request
     encoding, so that the client is not what is measured — HTTP over raw keep-alive HTTP/1.1
     connections (``hardening.py``'s generator), JSON tensors or Triton's binary extension; gRPC
-    over ``grpc.aio`` channels sending pre-serialized ``ModelInferRequest`` bytes (raw tensor
-    contents, as ``tritonclient.grpc`` sends them) and not parsing the answers beyond their status.
+    with ``h2load`` (nghttp2's C load generator, Debian ``nghttp2-client``: 8 connections × 8
+    streams for c=64) posting a pre-serialized ``ModelInferRequest`` (raw tensor contents, as
+    ``tritonclient.grpc`` sends them). h2load sees HTTP statuses only, so the server's own
+    statistics count what succeeded. Without h2load, and as a second reading beside it,
+    ``grpc.aio`` channels send the same bytes ("gRPC (grpc.aio client)"): that client costs
+    about as much CPU per call as the server, and tops out first.
     ``wrk`` (when installed) re-measures HTTP JSON at c=64 as a check on the generator.
 rounds
     ``--rounds`` interleaved rounds; in each, every contender runs ``--duration`` s at c=64 and at
@@ -27,11 +31,13 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +128,39 @@ async def grpc_closed_loop(port: int, method: str, request: bytes, concurrency: 
     return tally
 
 
+def h2load_closed_loop(port: int, method: str, request: bytes, concurrency: int, duration: float,
+                       tmp: Path) -> hx.Tally:
+    """h2load at ``concurrency`` streams in flight (up to 8 connections of 8 streams each) for
+    ``duration`` s; latencies from its per-request log. ``ok`` counts HTTP 200 answers: the
+    caller checks them against the server's statistics."""
+    body, log = tmp / "grpc-body.bin", tmp / "h2load.log"
+    body.write_bytes(b"\x00" + len(request).to_bytes(4, "big") + request)
+    log.unlink(missing_ok=True)
+    connections = min(concurrency, 8)
+    command = ["h2load", "-c", str(connections), "-m", str(concurrency // connections),
+               "-D", str(max(1, round(duration))), "--log-file", str(log),
+               "-H", "content-type: application/grpc", "-H", "te: trailers", "-d", str(body),
+               f"http://{HOST}:{port}{method}"]
+    subprocess.run(command, capture_output=True, text=True, timeout=duration + 60, check=True)
+    tally = hx.Tally()
+    for line in log.read_text().splitlines():
+        _, status, elapsed_us = line.split("\t")[:3]
+        if status == "200":
+            tally.ok += 1
+            tally.latencies_ms.append(int(elapsed_us) / 1000)
+        else:
+            tally.other += 1
+            tally.kinds[f"HTTP {status}"] += 1
+    return tally
+
+
+def successes(port: int, model: str) -> int:
+    """The server's count of successful inferences of ``model`` (all protocols)."""
+    with urllib.request.urlopen(f"http://{HOST}:{port}/v2/models/{model}/stats", timeout=10) as resp:
+        stats = json.load(resp)["model_stats"][0]["inference_stats"]
+    return int(stats["success"]["count"])
+
+
 # --------------------------------------------------------------------------- the runtime alone
 
 
@@ -167,15 +206,31 @@ def runtime_alone(repo: Path, model: str, seconds: float, pinned: bool) -> dict[
 
 
 def contenders(model: str) -> dict[str, tuple[str, Any]]:
-    return {"HTTP JSON": ("http", http_json(model)), "HTTP binary": ("http", http_binary(model)),
-            "gRPC": ("grpc", grpc_request(model))}
+    named = {"HTTP JSON": ("http", http_json(model)), "HTTP binary": ("http", http_binary(model))}
+    if shutil.which("h2load"):
+        named["gRPC"] = ("h2load", grpc_request(model))
+        named["gRPC (grpc.aio client)"] = ("grpc", grpc_request(model))
+    else:
+        named["gRPC"] = ("grpc", grpc_request(model))
+    return named
 
 
 def run_one(kind: str, request: Any, port: int, grpc_port: int, concurrency: int, duration: float,
-            method: str = INFER) -> hx.Tally:
+            method: str = INFER, model: str | None = None) -> hx.Tally:
     if kind == "http":
         return hx.run_async(hx.closed_loop(port, request, concurrency, duration, 2**31))
-    return hx.run_async(grpc_closed_loop(grpc_port, method, request, concurrency, duration))
+    if kind == "grpc":
+        return hx.run_async(grpc_closed_loop(grpc_port, method, request, concurrency, duration))
+    with tempfile.TemporaryDirectory() as tmp:
+        before = successes(port, model) if model else 0
+        tally = h2load_closed_loop(grpc_port, method, request, concurrency, duration, Path(tmp))
+        if model:  # an HTTP 200 whose grpc-status was not OK is a failure the server counted
+            failed = tally.ok - (successes(port, model) - before)
+            if failed > 0:
+                tally.ok -= failed
+                tally.other += failed
+                tally.kinds["grpc-status not OK"] += failed
+        return tally
 
 
 def summary(tally: hx.Tally, seconds: float) -> dict[str, Any]:
@@ -191,8 +246,8 @@ def measure_model(model: str, port: int, grpc_port: int, args: argparse.Namespac
         this: dict[str, dict[str, Any]] = {}
         for name in order[r % len(order):] + order[:r % len(order)]:
             kind, request = named[name]
-            busy = summary(run_one(kind, request, port, grpc_port, 64, args.duration), args.duration)
-            lone = summary(run_one(kind, request, port, grpc_port, 1, args.duration), args.duration)
+            busy = summary(run_one(kind, request, port, grpc_port, 64, args.duration, model=model), args.duration)
+            lone = summary(run_one(kind, request, port, grpc_port, 1, args.duration, model=model), args.duration)
             this[name] = {"c64_per_s": busy["per_s"], "c1_p50_ms": lone["p50_ms"],
                           "errors": busy["errors"] + lone["errors"], "kinds": {**busy["kinds"], **lone["kinds"]}}
             hx.say(f"  {model} round {r + 1}: {name}: c=64 {busy['per_s']:.0f}/s, c=1 p50 {lone['p50_ms']:.3f} ms")
@@ -203,7 +258,8 @@ def measure_model(model: str, port: int, grpc_port: int, args: argparse.Namespac
 def floors(port: int, grpc_port: int, duration: float) -> dict[str, Any]:
     empty_http = hx.request_bytes("/v2/health/live", b"").replace(b"POST", b"GET", 1)
     out = {}
-    for name, kind, request, method in (("HTTP", "http", empty_http, INFER), ("gRPC", "grpc", b"", LIVE)):
+    rpc = "h2load" if shutil.which("h2load") else "grpc"
+    for name, kind, request, method in (("HTTP", "http", empty_http, INFER), ("gRPC", rpc, b"", LIVE)):
         busy = summary(run_one(kind, request, port, grpc_port, 64, duration, method), duration)
         lone = summary(run_one(kind, request, port, grpc_port, 1, duration, method), duration)
         out[name] = {"c64_per_s": busy["per_s"], "c1_p50_ms": lone["p50_ms"]}
@@ -211,8 +267,6 @@ def floors(port: int, grpc_port: int, duration: float) -> dict[str, Any]:
 
 
 def wrk_check(model: str, port: int, duration: float, pinned: bool, tmp: Path) -> float | None:
-    import shutil
-
     if shutil.which("wrk") is None:
         return None
     body = hx.infer_body(model)
