@@ -61,6 +61,9 @@ MAX_STREAMS = 1024
 """Concurrent streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS)."""
 MAX_HEADER_BLOCK = 64 * 1024
 """A header block (HEADERS and its CONTINUATIONs) longer than this is a broken or hostile peer."""
+PREFACE_TIMEOUT_S = 10.0
+"""A connection that has not sent HTTP/2's preface by then is closed (an idle or slow socket
+must not hold a slot for ever; gRPC clients send it at once)."""
 TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 
 
@@ -264,6 +267,7 @@ class GrpcConnection(asyncio.Protocol):
         self.out = bytearray()
         self.flush_scheduled = False
         self.going_away = False
+        self._preface_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -275,8 +279,15 @@ class GrpcConnection(asyncio.Protocol):
                                SETTINGS_HEADER_TABLE_SIZE, 4096)
         self.write(frame(SETTINGS, 0, 0, settings))
         self.write(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", RECEIVE_WINDOW - DEFAULT_WINDOW)))
+        self._preface_timer = self.loop.call_later(PREFACE_TIMEOUT_S, self._no_preface)
+
+    def _no_preface(self) -> None:
+        if not self.preface and self.transport is not None:
+            self._goaway(PROTOCOL_ERROR, f"no HTTP/2 preface within {PREFACE_TIMEOUT_S:g} s")
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._preface_timer is not None:
+            self._preface_timer.cancel()
         self.server.connections.discard(self)
         for stream in list(self.streams.values()):
             self._cancel(stream)
@@ -471,11 +482,10 @@ class GrpcConnection(asyncio.Protocol):
         stream = self.streams.get(stream_id)
         if stream is None or stream.closed or stream.remote_ended:
             return  # a stream already answered (an early error) or reset: its data is dropped
-        stream.unacked += len(payload)
-        if stream.unacked >= RECEIVE_WINDOW // 4 and not flags & END_STREAM:
-            # what is buffered stays bounded: a message over the limit is refused from its prefix
-            self.write(frame(WINDOW_UPDATE, 0, stream.id, struct.pack(">I", stream.unacked)))
-            stream.unacked = 0
+        if stream.messages is None:
+            # unary: one message, refused from its length prefix when over the limit, so what
+            # is buffered stays bounded; the window is given back as it arrives
+            self._give_back(stream, len(payload), flags & END_STREAM)
         start, end = 0, len(payload)
         if flags & PADDED:
             if not payload or payload[0] >= len(payload):
@@ -486,6 +496,13 @@ class GrpcConnection(asyncio.Protocol):
             self._messages(stream)
         if flags & END_STREAM and not stream.closed:
             self._remote_end(stream)
+
+    def _give_back(self, stream: Stream, size: int, ended: int = 0) -> None:
+        """Return ``size`` bytes of the stream's window (in steps of a quarter window)."""
+        stream.unacked += size
+        if stream.unacked >= RECEIVE_WINDOW // 4 and not ended and not stream.closed:
+            self.write(frame(WINDOW_UPDATE, 0, stream.id, struct.pack(">I", stream.unacked)))
+            stream.unacked = 0
 
     def _consumed(self, size: int) -> None:
         """Give back the connection's window as data arrives (in steps, not per frame)."""
@@ -562,6 +579,9 @@ class GrpcConnection(asyncio.Protocol):
 
         async def requests() -> AsyncIterator[Any]:
             while (message := await queue.get()) is not None:
+                # the stream's window comes back as messages are taken, not as they arrive: a
+                # client that sends faster than they are answered waits on its window
+                self._give_back(stream, 5 + len(message), stream.remote_ended)
                 yield parse(message)
 
         try:

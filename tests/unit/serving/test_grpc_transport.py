@@ -211,6 +211,9 @@ def test_streaming_answers_each_request_in_order_and_ends_with_the_status() -> N
             call = stream(iter([_request("m", id=str(i)) for i in range(5)]))
             assert [r.infer_response.id async for r in call] == [str(i) for i in range(5)]
             assert await call.code() == grpc.StatusCode.OK
+            # 24 MiB through one stream: its 16 MiB window must come back as messages are taken
+            big = stream(iter([_request("m", b"\x07" * 2**20, id=str(i)) for i in range(24)]))
+            assert len([r async for r in big]) == 24
             aborted = stream(iter([_request("m", id="a"), _request("abort")]))
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 async for _ in aborted:
@@ -253,6 +256,15 @@ def test_a_broken_peer_gets_goaway_and_the_server_serves_the_next(garbage: bytes
         assert GOAWAY in _frame_types(answer), answer[:80]
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             assert (await _infer(channel)(_request("m"))).model_name == "m"
+
+    _serve(test)
+
+
+def test_a_connection_that_never_sends_the_preface_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("inferno.serving.grpc_transport.PREFACE_TIMEOUT_S", 0.2)
+
+    async def test(server: GrpcServer, port: int, echo: Echo) -> None:
+        assert GOAWAY in _frame_types(await _raw(port, b""))
 
     _serve(test)
 
