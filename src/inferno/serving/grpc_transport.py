@@ -557,7 +557,7 @@ class GrpcConnection(asyncio.Protocol):
         try:
             request = stream.method.request.FromString(stream.unary)
         except Exception as exc:  # protobuf's DecodeError and kin
-            self._finish(stream, grpc.StatusCode.INTERNAL, f"Failed to parse the request message: {exc}")
+            self._finish(stream, grpc.StatusCode.INTERNAL, f"Failed to parse the request message: {exc}", from_task=True)
             return
         try:
             response = await stream.method.handler(request, stream.context)
@@ -565,13 +565,13 @@ class GrpcConnection(asyncio.Protocol):
         except asyncio.CancelledError:
             return
         except Aborted as exc:
-            self._finish(stream, exc.code, exc.details)
+            self._finish(stream, exc.code, exc.details, from_task=True)
             return
         except Exception:
             log.exception("gRPC %s: unexpected error", stream.method.name)
-            self._finish(stream, grpc.StatusCode.UNKNOWN, "Unexpected error in the RPC handler")
+            self._finish(stream, grpc.StatusCode.UNKNOWN, "Unexpected error in the RPC handler", from_task=True)
             return
-        self._finish(stream, grpc.StatusCode.OK, "")
+        self._finish(stream, grpc.StatusCode.OK, "", from_task=True)
 
     async def _run_streaming(self, stream: Stream) -> None:
         assert stream.method is not None and stream.messages is not None
@@ -590,13 +590,13 @@ class GrpcConnection(asyncio.Protocol):
         except asyncio.CancelledError:
             return
         except Aborted as exc:
-            self._finish(stream, exc.code, exc.details)
+            self._finish(stream, exc.code, exc.details, from_task=True)
             return
         except Exception:
             log.exception("gRPC %s: unexpected error", stream.method.name)
-            self._finish(stream, grpc.StatusCode.UNKNOWN, "Unexpected error in the RPC handler")
+            self._finish(stream, grpc.StatusCode.UNKNOWN, "Unexpected error in the RPC handler", from_task=True)
             return
-        self._finish(stream, grpc.StatusCode.OK, "")
+        self._finish(stream, grpc.StatusCode.OK, "", from_task=True)
 
     def _deadline(self, stream: Stream) -> None:
         stream.timer = None
@@ -630,8 +630,10 @@ class GrpcConnection(asyncio.Protocol):
         stream.pending += b"\x00" + struct.pack(">I", len(payload)) + payload
         self._send(stream)
 
-    def _finish(self, stream: Stream, code: grpc.StatusCode, details: str, *, reset: bool = False) -> None:
-        """End the stream with its status: trailers after the data sent, or trailers only."""
+    def _finish(self, stream: Stream, code: grpc.StatusCode, details: str, *, reset: bool = False,
+                from_task: bool = False) -> None:
+        """End the stream with its status: trailers after the data sent, or trailers only.
+        Its handler's task is cancelled unless this is that task ending (``from_task``)."""
         if stream.closed:
             return
         trailing = stream.context.trailing if stream.context is not None else ()
@@ -642,7 +644,7 @@ class GrpcConnection(asyncio.Protocol):
         stream.closed = True
         if stream.timer is not None:
             stream.timer.cancel()
-        if stream.task is not None and stream.task is not asyncio.current_task() and not stream.task.done():
+        if not from_task and stream.task is not None and not stream.task.done():
             stream.task.cancel()
         if reset and not stream.remote_ended:
             stream.pending.clear()

@@ -83,6 +83,7 @@ class ServedVersion:
         """The configured batch limit, or the plan device's default (GPU plans batch larger)."""
         self.pipelines = pipelines
         self._outputs = {t.name: t for t in pipelines[0].outputs}
+        self._row_sizes: dict[str, tuple[int | None, int, bool]] = {}
         self.plan: Plan = pipelines[0].runner.plan
         self.cache = ResponseCache(config.cache_bytes) if config.cache_bytes else None
         bound = metrics.bind(name, self.version, runtime=self.plan.runtime, provider=self.provider,
@@ -157,21 +158,31 @@ class ServedVersion:
     def _response_floor(self, work: Work) -> int:
         """The fewest bytes the response to ``work`` can take, from the output shapes alone:
         ``itemsize`` per element in binary, 2 per element in JSON (a digit and a comma)."""
-        pipeline = self.pipelines[0]
         total = 0
         for out in work.outputs:
-            meta = self._outputs.get(out.name)
-            if meta is None or meta.datatype == "BYTES":
+            known = self._row_sizes.get(out.name)
+            if known is None:
+                known = self._row_sizes[out.name] = self._row_size(out.name)
+            elements, itemsize, batched = known
+            if elements is None:
                 continue
-            axis = pipeline.batch_axes.get(out.name, 0)
-            dims = [d for j, d in enumerate(meta.shape) if j != axis]
-            if any(d < 0 for d in dims):
-                continue  # a size only the run tells
-            per_row = out.classification if out.classification else int(np.prod(dims, dtype=np.int64))
-            rows = work.rows if axis is not None else 1
-            width = DATATYPES[meta.datatype].itemsize if out.binary else 2
-            total += rows * per_row * (2 if out.classification else width)
+            per_row = out.classification if out.classification else elements
+            width = itemsize if out.binary else 2
+            total += (work.rows if batched else 1) * per_row * (2 if out.classification else width)
         return total
+
+    def _row_size(self, name: str) -> tuple[int | None, int, bool]:
+        """An output's elements per row (None: BYTES, unknown, or a size only the run tells),
+        its binary item size, and whether it has a batch axis (kept per output: it is
+        asked for every request)."""
+        meta = self._outputs.get(name)
+        if meta is None or meta.datatype == "BYTES":
+            return None, 0, False
+        axis = self.pipelines[0].batch_axes.get(name, 0)
+        dims = [d for j, d in enumerate(meta.shape) if j != axis]
+        if any(d < 0 for d in dims):
+            return None, 0, False
+        return int(np.prod(dims, dtype=np.int64)), DATATYPES[meta.datatype].itemsize, axis is not None
 
     async def infer(self, request: InferRequest, started: float) -> Answer:
         """Check, batch and run one request. Raises InfernoError subclasses for the caller to map."""
