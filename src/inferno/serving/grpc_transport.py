@@ -475,7 +475,7 @@ class GrpcConnection(asyncio.Protocol):
             stream.timer = self.loop.call_at(deadline, self._deadline, stream)
         if method.streaming:
             stream.messages = asyncio.Queue()
-            stream.task = self.loop.create_task(self._run_streaming(stream))
+            stream.task = self.loop.create_task(self._run(stream))
 
     def _data(self, stream_id: int, flags: int, payload: bytes) -> None:
         self._consumed(len(payload))
@@ -548,55 +548,47 @@ class GrpcConnection(asyncio.Protocol):
         elif stream.unary is None:
             self._finish(stream, grpc.StatusCode.INTERNAL, "a unary RPC without its request message")
         else:
-            stream.task = self.loop.create_task(self._run_unary(stream))
+            stream.task = self.loop.create_task(self._run(stream))
 
     # -- calls ----------------------------------------------------------------------------------
 
-    async def _run_unary(self, stream: Stream) -> None:
-        assert stream.method is not None and stream.unary is not None
+    async def _run(self, stream: Stream) -> None:
+        """One call's handler, to its status: unary, or streaming both ways."""
+        method = stream.method
+        assert method is not None
         try:
-            request = stream.method.request.FromString(stream.unary)
-        except Exception as exc:  # protobuf's DecodeError and kin
-            self._finish(stream, grpc.StatusCode.INTERNAL, f"Failed to parse the request message: {exc}", from_task=True)
-            return
-        try:
-            response = await stream.method.handler(request, stream.context)
-            self._message(stream, response.SerializeToString())
-        except asyncio.CancelledError:
-            return
-        except Aborted as exc:
-            self._finish(stream, exc.code, exc.details, from_task=True)
-            return
-        except Exception:
-            log.exception("gRPC %s: unexpected error", stream.method.name)
-            self._finish(stream, grpc.StatusCode.UNKNOWN, "Unexpected error in the RPC handler", from_task=True)
-            return
-        self._finish(stream, grpc.StatusCode.OK, "", from_task=True)
-
-    async def _run_streaming(self, stream: Stream) -> None:
-        assert stream.method is not None and stream.messages is not None
-        queue, parse = stream.messages, stream.method.request.FromString
-
-        async def requests() -> AsyncIterator[Any]:
-            while (message := await queue.get()) is not None:
-                # the stream's window comes back as messages are taken, not as they arrive: a
-                # client that sends faster than they are answered waits on its window
-                self._give_back(stream, 5 + len(message), stream.remote_ended)
-                yield parse(message)
-
-        try:
-            async for response in stream.method.handler(requests(), stream.context):
+            if stream.messages is None:
+                assert stream.unary is not None
+                response = await method.handler(self._parse(method, stream.unary), stream.context)
                 self._message(stream, response.SerializeToString())
+            else:
+                async for response in method.handler(self._requests(stream, method), stream.context):
+                    self._message(stream, response.SerializeToString())
         except asyncio.CancelledError:
             return
         except Aborted as exc:
             self._finish(stream, exc.code, exc.details, from_task=True)
             return
         except Exception:
-            log.exception("gRPC %s: unexpected error", stream.method.name)
+            log.exception("gRPC %s: unexpected error", method.name)
             self._finish(stream, grpc.StatusCode.UNKNOWN, "Unexpected error in the RPC handler", from_task=True)
             return
         self._finish(stream, grpc.StatusCode.OK, "", from_task=True)
+
+    @staticmethod
+    def _parse(method: Method, message: bytes) -> Any:
+        try:
+            return method.request.FromString(message)
+        except Exception as exc:  # protobuf's DecodeError and kin
+            raise Aborted(grpc.StatusCode.INTERNAL, f"Failed to parse the request message: {exc}") from None
+
+    async def _requests(self, stream: Stream, method: Method) -> AsyncIterator[Any]:
+        assert stream.messages is not None
+        while (message := await stream.messages.get()) is not None:
+            # the stream's window comes back as messages are taken, not as they arrive: a
+            # client that sends faster than they are answered waits on its window
+            self._give_back(stream, 5 + len(message), stream.remote_ended)
+            yield self._parse(method, message)
 
     def _deadline(self, stream: Stream) -> None:
         stream.timer = None

@@ -191,6 +191,23 @@ def test_unknown_method_compression_and_oversized_messages_are_refused_by_status
     _serve(test)
 
 
+def test_a_message_that_does_not_parse_is_internal_with_the_reason() -> None:
+    async def test(server: GrpcServer, port: int, echo: Echo) -> None:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            raw = channel.unary_unary(SERVICE + "ModelInfer", request_serializer=None, response_deserializer=None)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await raw(b"\xff\xff\xff")
+            assert info.value.code() == grpc.StatusCode.INTERNAL and "parse" in info.value.details()
+            stream = channel.stream_stream(SERVICE + "ModelStreamInfer", request_serializer=None,
+                                           response_deserializer=None)
+            with pytest.raises(grpc.aio.AioRpcError) as streamed:
+                async for _ in stream(iter([_request("m").SerializeToString(), b"\xff\xff\xff"])):
+                    pass
+            assert streamed.value.code() == grpc.StatusCode.INTERNAL and "parse" in streamed.value.details()
+
+    _serve(test)
+
+
 def test_the_deadline_cancels_the_handler_and_answers_deadline_exceeded() -> None:
     async def test(server: GrpcServer, port: int, echo: Echo) -> None:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
