@@ -36,7 +36,7 @@ from inferno._version import __version__
 from inferno.errors import ConfigError, InfernoError, ServiceUnavailableError, UserInputError
 from inferno.protocol.codec import tensor_bytes
 from inferno.protocol.datatypes import DATATYPES, datatype_of
-from inferno.serving.grpc_transport import GrpcServer, methods
+from inferno.serving.grpc_transport import Context, GrpcServer, methods
 from inferno.serving.protocol import InferRequest, input_tensor, requested_outputs
 from inferno.serving.stats import PROTOCOL
 
@@ -162,7 +162,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def _authorize(self, context: grpc.aio.ServicerContext) -> None:
+    def _authorize(self, context: Context) -> None:
         if self._expected is None:
             return
         given = [v for k, v in (context.invocation_metadata() or ()) if k == "authorization"]
@@ -173,7 +173,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
                        "authorization: expected metadata 'authorization: Bearer <token>' with the server's "
                        f"token, once, {found}")
 
-    async def _abort(self, context: grpc.aio.ServicerContext, exc: Exception, rpc: str) -> None:
+    async def _abort(self, context: Context, exc: Exception, rpc: str) -> None:
         """End the RPC with ``exc`` as a status (raises grpc's AbortError, as ``context.abort`` does)."""
         if isinstance(exc, _Refusal):
             await context.abort(exc.code, str(exc))
@@ -188,13 +188,13 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     # -- health and metadata -------------------------------------------------------------------
 
-    async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ServerLive(self, request: Any, context: Context) -> Any:
         return service_pb2.ServerLiveResponse(live=True)
 
-    async def ServerReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ServerReady(self, request: Any, context: Context) -> Any:
         return service_pb2.ServerReadyResponse(ready=self.app.ready)
 
-    async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ModelReady(self, request: Any, context: Context) -> Any:
         try:
             self._authorize(context)
             ready = self.manager.get(request.name, self._version(request.version)).ready
@@ -204,7 +204,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
             ready = False
         return service_pb2.ModelReadyResponse(ready=ready)
 
-    async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ServerMetadata(self, request: Any, context: Context) -> Any:
         try:
             self._authorize(context)
         except _Refusal as exc:
@@ -212,7 +212,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         return service_pb2.ServerMetadataResponse(name="inferno", version=__version__,
                                                   extensions=self.app.extensions)
 
-    async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ModelMetadata(self, request: Any, context: Context) -> Any:
         try:
             self._authorize(context)
             served = self.manager.get(request.name, self._version(request.version))
@@ -225,7 +225,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
             inputs=[meta(name=t["name"], datatype=t["datatype"], shape=t["shape"]) for t in doc["inputs"]],
             outputs=[meta(name=t["name"], datatype=t["datatype"], shape=t["shape"]) for t in doc["outputs"]])
 
-    async def ModelConfig(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ModelConfig(self, request: Any, context: Context) -> Any:
         try:
             self._authorize(context)
             config = self.manager.get(request.name, self._version(request.version)).model_config()
@@ -234,7 +234,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         message = json_format.ParseDict(config, model_config_pb2.ModelConfig(), ignore_unknown_fields=True)
         return service_pb2.ModelConfigResponse(config=message)
 
-    async def ModelStatistics(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ModelStatistics(self, request: Any, context: Context) -> Any:
         try:
             self._authorize(context)
             entries = self.app.statistics(request.name or None, self._version(request.version))
@@ -245,7 +245,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     # -- repository ----------------------------------------------------------------------------
 
-    async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def RepositoryIndex(self, request: Any, context: Context) -> Any:
         try:
             self._authorize(context)
             rows = self.app.repository_index(ready_only=request.ready)
@@ -254,7 +254,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         index = service_pb2.RepositoryIndexResponse.ModelIndex
         return service_pb2.RepositoryIndexResponse(models=[index(**row) for row in rows])
 
-    async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def RepositoryModelLoad(self, request: Any, context: Context) -> Any:
         try:
             self._authorize(context)
             unsupported = [k for k in request.parameters if k == "config" or k.startswith("file:")]
@@ -266,7 +266,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
             await self._abort(context, exc, "RepositoryModelLoad")
         return service_pb2.RepositoryModelLoadResponse()
 
-    async def RepositoryModelUnload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def RepositoryModelUnload(self, request: Any, context: Context) -> Any:
         try:
             self._authorize(context)
             await self.manager.unload(request.model_name)
@@ -276,7 +276,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     # -- inference -----------------------------------------------------------------------------
 
-    async def _infer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def _infer(self, request: Any, context: Context) -> Any:
         """One request, counted once in the version's statistics whatever becomes of it."""
         started = time.perf_counter()
         deadline_s = context.time_remaining()
@@ -304,7 +304,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         served.stats.request_done(time.perf_counter() - started)
         return response
 
-    async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ModelInfer(self, request: Any, context: Context) -> Any:
         PROTOCOL.set("grpc")  # this RPC's task only: its requests count as gRPC's
         try:
             self._authorize(context)
@@ -313,7 +313,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
             await self._abort(context, exc, "ModelInfer")
 
     async def ModelStreamInfer(self, request_iterator: AsyncIterator[Any],
-                               context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                               context: Context) -> AsyncIterator[Any]:
         PROTOCOL.set("grpc")
         try:
             self._authorize(context)
@@ -345,7 +345,7 @@ def _infer_response(request: Any, version: str, outputs: list[Any]) -> Any:
 
 
 def _unsupported(name: str) -> Any:
-    async def rpc(self: InferenceService, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def rpc(self: InferenceService, request: Any, context: Context) -> Any:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED,
                             f"{name}: not supported by inferno (no shared memory, trace or log settings); "
                             "send tensors in raw_input_contents")
