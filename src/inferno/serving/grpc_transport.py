@@ -64,6 +64,12 @@ MAX_HEADER_BLOCK = 64 * 1024
 PREFACE_TIMEOUT_S = 10.0
 """A connection that has not sent HTTP/2's preface by then is closed (an idle or slow socket
 must not hold a slot for ever; gRPC clients send it at once)."""
+MAX_UNSENT = 64 * 2**20
+"""Bytes written to a connection and not yet taken by the peer beyond which it is closed:
+answers are flow-controlled, so only a peer that floods PINGs or SETTINGS and never reads
+gets there."""
+MAX_DETAILS = 4096
+"""Characters of a status message sent (a HEADERS frame must fit the peer's frame size)."""
 TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 
 
@@ -194,7 +200,7 @@ def _percent(text: str) -> bytes:
 def status_block(code: grpc.StatusCode, details: str, trailing: Iterable[tuple[str, str]] = ()) -> bytes:
     block = _literal(b"grpc-status", str(code.value[0]).encode())
     if details:
-        block += _literal(b"grpc-message", _percent(details))
+        block += _literal(b"grpc-message", _percent(details[:MAX_DETAILS]))
     for key, value in trailing:
         block += _literal(key.lower().encode(), str(value).encode())
     return block
@@ -680,6 +686,9 @@ class GrpcConnection(asyncio.Protocol):
         self.flush_scheduled = False
         if self.out and self.transport is not None and not self.transport.is_closing():
             self.transport.write(bytes(self.out))
+            if self.transport.get_write_buffer_size() > MAX_UNSENT:
+                log.warning("gRPC connection: the peer has not read %d bytes of answers; closing it", MAX_UNSENT)
+                self.transport.abort()
         self.out.clear()
 
     def _goaway(self, code: int, reason: str) -> None:

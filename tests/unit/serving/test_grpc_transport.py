@@ -9,6 +9,7 @@ peers and shutdown. ``tests/e2e/serving/test_grpc*.py`` run the whole server ove
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -282,6 +283,29 @@ def test_a_connection_that_never_sends_the_preface_is_closed(monkeypatch: pytest
 
     async def test(server: GrpcServer, port: int, echo: Echo) -> None:
         assert GOAWAY in _frame_types(await _raw(port, b""))
+
+    _serve(test)
+
+
+def test_a_peer_that_floods_pings_and_never_reads_is_cut_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("inferno.serving.grpc_transport.MAX_UNSENT", 1024)
+
+    async def test(server: GrpcServer, port: int, echo: Echo) -> None:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(PREFACE)
+        pings = frame(6, 0, 0, b"12345678") * 8192  # 8,192 PINGs: 139 KiB of ACKs owed per write
+        with contextlib.suppress(ConnectionError):
+            for _ in range(200):  # the server's ACKs pile up unread: it must hang up first
+                writer.write(pings)
+                await writer.drain()
+                if not server.connections:
+                    break
+        for _ in range(100):
+            if not server.connections:
+                break
+            await asyncio.sleep(0.05)
+        assert not server.connections
+        writer.close()
 
     _serve(test)
 
