@@ -36,7 +36,8 @@ from inferno._version import __version__
 from inferno.errors import ConfigError, InfernoError, ServiceUnavailableError, UserInputError
 from inferno.protocol.codec import tensor_bytes
 from inferno.protocol.datatypes import DATATYPES, datatype_of
-from inferno.serving.grpc_transport import Context, GrpcServer, methods
+from inferno.serving.grpc_call import Context, methods
+from inferno.serving.grpc_transport import GrpcServer
 from inferno.serving.protocol import InferRequest, input_tensor, requested_outputs
 from inferno.serving.stats import PROTOCOL
 

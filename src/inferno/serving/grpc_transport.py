@@ -1,27 +1,18 @@
 """gRPC's HTTP/2 transport, written for this server: Triton's service at HTTP's cost per request.
 
-``grpc.aio`` costs ~0.15 ms of server CPU per empty RPC on this project's machines, more than
-the whole of an HTTP binary-tensor request through uvicorn (0.12 ms for digits at c=64, model
-included): measured with ``benchmarks/grpc_vs_http.py``, gRPC was 0.31-0.55x HTTP. What a
-gRPC server must do per call is small: read a HEADERS frame and a DATA frame, parse one
-protobuf message (upb, in C), answer with HEADERS, DATA and trailers. This module does that on
-an ``asyncio.Protocol`` in the server's own event loop, and calls the same servicer
-(:class:`~inferno.serving.grpc_service.InferenceService`) with a context of its own.
+``grpc.aio`` cost ~0.15 ms of server CPU per empty RPC here, more than a whole HTTP binary
+request through uvicorn with the model in it (digits at c=64): gRPC was 0.31-0.55x HTTP
+(``benchmarks/grpc_vs_http.py``). A call needs little: a HEADERS and a DATA frame read, one
+protobuf message parsed (upb, in C), HEADERS, DATA and trailers written. This module does that
+on an ``asyncio.Protocol`` in the server's event loop and calls the same servicer
+(:class:`~inferno.serving.grpc_service.InferenceService`) with a :class:`Context` of its own.
 
-What it speaks (RFC 9113 and gRPC's PROTOCOL-HTTP2):
-
-- cleartext HTTP/2 with prior knowledge (what gRPC clients send to ``host:port``); SETTINGS,
-  PING, WINDOW_UPDATE, RST_STREAM, GOAWAY; flow control both ways (our receive windows are
-  replenished as data arrives; what we send waits for the peer's windows); CONTINUATION;
-- HPACK with ``hpack`` (python-hyper) for the requests; answers are encoded without the
-  dynamic table (literals and static indices), so no encoder state exists;
-- unary and bidirectional-streaming RPCs, metadata (``-bin`` values base64-decoded), the
-  ``grpc-timeout`` deadline (the call is cancelled when it passes, as grpc does), messages
-  over the receive limit refused with RESOURCE_EXHAUSTED before they are buffered.
-
-Not spoken: TLS (put a proxy in front, as for HTTP), compressed messages (UNIMPLEMENTED names
-the encoding), server push. A peer that breaks the framing gets GOAWAY with the error and the
-connection closes; no frame can end the server.
+It speaks (RFC 9113, gRPC's PROTOCOL-HTTP2) cleartext HTTP/2 with prior knowledge, flow
+control both ways, unary and bidirectional-streaming RPCs, metadata (``-bin`` values
+decoded), ``grpc-timeout`` deadlines (the call is cancelled when one passes, as grpc does),
+and refuses a message over the receive limit from its length prefix (RESOURCE_EXHAUSTED).
+Not spoken: TLS (a proxy in front, as for HTTP), compressed messages (UNIMPLEMENTED, naming
+the encoding), server push. A peer that breaks the framing gets GOAWAY and is closed.
 """
 
 from __future__ import annotations
@@ -31,36 +22,56 @@ import base64
 import contextlib
 import logging
 import struct
-from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from hpack import Decoder
 from hpack.exceptions import HPACKError
+
+from inferno.serving.grpc_call import (
+    RESPONSE_HEADERS,
+    Aborted,
+    Context,
+    Method,
+    Stream,
+    parse_timeout,
+    status_block,
+)
+from inferno.serving.http2 import (
+    ACK,
+    COMPRESSION_ERROR,
+    DATA,
+    DEFAULT_WINDOW,
+    END_HEADERS,
+    END_STREAM,
+    FLOW_CONTROL_ERROR,
+    GOAWAY,
+    HEADERS,
+    MAX_FRAME,
+    NO_ERROR,
+    PING,
+    PROTOCOL_ERROR,
+    REFUSED_STREAM,
+    RST_STREAM,
+    SETTINGS,
+    SETTINGS_HEADER_TABLE_SIZE,
+    SETTINGS_INITIAL_WINDOW_SIZE,
+    SETTINGS_MAX_CONCURRENT_STREAMS,
+    SETTINGS_MAX_FRAME_SIZE,
+    WINDOW_UPDATE,
+    FrameReader,
+    HeaderDecoder,
+    ProtocolViolation,
+    frame,
+)
 
 log = logging.getLogger(__name__)
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
-END_STREAM = ACK = 0x1
-END_HEADERS, PADDED, PRIORITY_FLAG = 0x4, 0x8, 0x20
-NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, REFUSED_STREAM, COMPRESSION_ERROR = (
-    0x0, 0x1, 0x3, 0x6, 0x7, 0x9)
-SETTINGS_HEADER_TABLE_SIZE, SETTINGS_MAX_CONCURRENT_STREAMS = 0x1, 0x3
-SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE = 0x4, 0x5
-
-DEFAULT_WINDOW = 65_535
-"""Every HTTP/2 window starts here (the connection's can only grow by WINDOW_UPDATE)."""
 RECEIVE_WINDOW = 16 * 2**20
 """What we let a peer send ahead, per stream and per connection: big enough that a request of
 ``--max-body-mb`` never waits on a window update round trip for long."""
-MAX_FRAME = 2**20
-"""Largest frame we accept (our SETTINGS_MAX_FRAME_SIZE; the protocol's floor is 16 KiB)."""
 MAX_STREAMS = 1024
 """Concurrent streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS)."""
-MAX_HEADER_BLOCK = 64 * 1024
-"""A header block (HEADERS and its CONTINUATIONs) longer than this is a broken or hostile peer."""
 PREFACE_TIMEOUT_S = 10.0
 """A connection that has not sent HTTP/2's preface by then is closed (an idle or slow socket
 must not hold a slot for ever; gRPC clients send it at once)."""
@@ -68,198 +79,16 @@ MAX_UNSENT = 64 * 2**20
 """Bytes written to a connection and not yet taken by the peer beyond which it is closed:
 answers are flow-controlled, so only a peer that floods PINGs or SETTINGS and never reads
 gets there."""
-MAX_DETAILS = 4096
-"""Characters of a status message sent (a HEADERS frame must fit the peer's frame size)."""
-TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 
 
-class Aborted(Exception):
-    """``context.abort``: the RPC ends with this status (grpc.aio raises its AbortError)."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code, self.details = code, details
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    request: Any
-    """The request message class (``FromString`` parses)."""
-    streaming: bool
-    """Bidirectional streaming (ModelStreamInfer); else unary."""
-    handler: Callable[..., Any]
-
-
-def methods(service: Any, descriptor: Any, messages: Any) -> dict[str, Method]:
-    """Each RPC of ``descriptor`` (a protobuf ServiceDescriptor) by its HTTP/2 path, bound to
-    ``service``'s method of the same name; message classes from the module ``messages``."""
-    table = {}
-    for rpc in descriptor.methods:
-        handler = getattr(service, rpc.name, None)
-        # unary and bidirectional only: Triton's service has no one-sided streaming RPC
-        if handler is None or rpc.client_streaming != rpc.server_streaming:
-            continue  # answered UNIMPLEMENTED, as a method the service lacks
-        table[f"/{descriptor.full_name}/{rpc.name}"] = Method(
-            rpc.name, getattr(messages, rpc.input_type.name), rpc.client_streaming, handler)
-    return table
-
-
-class Context:
-    """The part of ``grpc.aio.ServicerContext`` the servicer uses."""
-
-    def __init__(self, metadata: tuple[tuple[str, Any], ...], deadline: float | None,
-                 loop: asyncio.AbstractEventLoop) -> None:
-        self._metadata, self._deadline, self._loop = metadata, deadline, loop
-        self.trailing: tuple[tuple[str, str], ...] = ()
-
-    def invocation_metadata(self) -> tuple[tuple[str, Any], ...]:
-        return self._metadata
-
-    def time_remaining(self) -> float | None:
-        return None if self._deadline is None else max(0.0, self._deadline - self._loop.time())
-
-    def set_trailing_metadata(self, metadata: Iterable[tuple[str, str]]) -> None:
-        self.trailing = tuple(metadata)
-
-    async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
-        raise Aborted(code, details)
-
-
-# --------------------------------------------------------------------------- HPACK
-
-
-class HeaderDecoder:
-    """``hpack.Decoder`` with the header lists of repeated blocks kept by their bytes.
-
-    A gRPC client sends the same few bytes for every call once its headers are in the
-    dynamic table (grpc-core rounds ``grpc-timeout`` so that it repeats too): nine bytes of
-    indices, which ``hpack`` decodes in ~10 µs and a dict answers in 0.1. A block's meaning
-    depends on the table, so the cache holds only blocks that left the table as it was, and
-    is emptied whenever a block changes it (an insertion or a size update).
-    """
-
-    CACHED = 64
-
-    def __init__(self) -> None:
-        self._decoder = Decoder(max_header_list_size=MAX_HEADER_BLOCK)
-        self._cache: dict[bytes, list[tuple[str, str]]] = {}
-        self._changes = 0
-        table = self._decoder.header_table
-        add = table.add
-
-        def counted_add(name: bytes, value: bytes) -> Any:
-            self._changes += 1
-            return add(name, value)
-
-        table.add = counted_add  # type: ignore[method-assign]
-
-    def decode(self, block: bytes) -> list[tuple[str, str]]:
-        """Raises hpack's HPACKError on a malformed block."""
-        cached = self._cache.get(block)
-        if cached is not None:
-            return cached
-        changes, size = self._changes, self._decoder.header_table.maxsize
-        headers = [(str(k), str(v)) for k, v in self._decoder.decode(block, raw=False)]
-        if changes != self._changes or size != self._decoder.header_table.maxsize:
-            self._cache.clear()
-        elif len(self._cache) < self.CACHED:
-            self._cache[block] = headers
-        return headers
-
-
-# answers are encoded without the dynamic table: no encoder state to keep
-
-
-def _integer(value: int, prefix_bits: int, first: int = 0) -> bytes:
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes([first | value])
-    out, value = bytearray([first | limit]), value - limit
-    while value >= 128:
-        out.append(value % 128 + 128)
-        value //= 128
-    out.append(value)
-    return bytes(out)
-
-
-def _literal(name: bytes, value: bytes) -> bytes:
-    """A header as a literal without indexing, new name, no Huffman: no encoder state."""
-    return b"\x00" + _integer(len(name), 7) + name + _integer(len(value), 7) + value
-
-
-RESPONSE_HEADERS = b"\x88" + _literal(b"content-type", b"application/grpc")
-""":status 200 (static index 8) and the content type: the same bytes for every answer."""
-
-
-def _percent(text: str) -> bytes:
-    """grpc-message's encoding: UTF-8, bytes outside printable ASCII and '%' as %XX."""
-    return b"".join(bytes([b]) if 0x20 <= b <= 0x7E and b != 0x25 else b"%%%02X" % b for b in text.encode())
-
-
-def status_block(code: grpc.StatusCode, details: str, trailing: Iterable[tuple[str, str]] = ()) -> bytes:
-    block = _literal(b"grpc-status", str(code.value[0]).encode())
-    if details:
-        block += _literal(b"grpc-message", _percent(details[:MAX_DETAILS]))
-    for key, value in trailing:
-        block += _literal(key.lower().encode(), str(value).encode())
-    return block
-
-
-def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
-    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
-
-
-def parse_timeout(value: str) -> float | None:
-    """``grpc-timeout`` (digits and a unit) in seconds; None if malformed (no deadline)."""
-    if len(value) < 2 or value[-1] not in TIMEOUT_UNITS or not value[:-1].isdigit():
-        return None
-    return int(value[:-1]) * TIMEOUT_UNITS[value[-1]]
-
-
-# --------------------------------------------------------------------------- streams
-
-
-@dataclass
-class Stream:
-    id: int
-    method: Method | None = None
-    context: Context | None = None
-    buffer: bytearray = field(default_factory=bytearray)
-    messages: asyncio.Queue[bytes | None] | None = None
-    """Streaming RPCs: each request message as it completes; None once the peer ended."""
-    unary: bytes | None = None
-    remote_ended: bool = False
-    closed: bool = False
-    """Our END_STREAM sent (or the stream reset): later frames for it are discarded."""
-    task: asyncio.Task[None] | None = None
-    send_window: int = DEFAULT_WINDOW
-    headers_sent: bool = False
-    unacked: int = 0
-    """Bytes received on this stream not yet given back by WINDOW_UPDATE."""
-    pending: bytearray = field(default_factory=bytearray)
-    """DATA not yet sent for want of window; ``trailers`` go once it is empty."""
-    trailers: bytes | None = None
-    timer: asyncio.TimerHandle | None = None
-
-
-class ProtocolViolation(Exception):
-    """The peer broke HTTP/2: GOAWAY with ``code``, then close."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-
-
-class GrpcConnection(asyncio.Protocol):
+class GrpcConnection(FrameReader, asyncio.Protocol):
     """One client connection: frames in, the servicer called, frames out."""
 
     def __init__(self, server: GrpcServer) -> None:
+        super().__init__()
         self.server = server
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.preface = False
         self.streams: dict[int, Stream] = {}
         self.last_stream = 0
         self.decoder = HeaderDecoder()
@@ -268,8 +97,6 @@ class GrpcConnection(asyncio.Protocol):
         self.send_window = DEFAULT_WINDOW
         self.unacked = 0
         """Bytes received on the connection not yet given back by WINDOW_UPDATE."""
-        self.continuing: tuple[int, int, bytearray] | None = None
-        """A header block still expecting CONTINUATION: (stream, HEADERS flags, block so far)."""
         self.out = bytearray()
         self.flush_scheduled = False
         self.going_away = False
@@ -301,90 +128,34 @@ class GrpcConnection(asyncio.Protocol):
         self.server.idle_check()
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
         try:
-            self._frames()
+            self.feed(data)
         except ProtocolViolation as exc:
             self._goaway(exc.code, str(exc))
         except Exception:  # a bug here must cost one connection, never the server
             log.exception("gRPC connection: unexpected error; closing it")
             self._goaway(PROTOCOL_ERROR, "internal error")
 
-    # -- frames in ------------------------------------------------------------------------------
+    # -- frames in (FrameReader's callbacks) ------------------------------------------------------
 
-    def _frames(self) -> None:
-        buffer = self.buffer
-        if not self.preface:
-            if len(buffer) < len(PREFACE):
-                if not PREFACE.startswith(bytes(buffer)):
-                    raise ProtocolViolation(PROTOCOL_ERROR, "not HTTP/2 (a gRPC port: HTTP/1.1 is on --port)")
-                return
-            if buffer[: len(PREFACE)] != PREFACE:
-                raise ProtocolViolation(PROTOCOL_ERROR, "not HTTP/2 (a gRPC port: HTTP/1.1 is on --port)")
-            del buffer[: len(PREFACE)]
-            self.preface = True
-        offset = 0
-        while len(buffer) - offset >= 9:
-            length = int.from_bytes(buffer[offset : offset + 3], "big")
-            if length > MAX_FRAME:
-                raise ProtocolViolation(FRAME_SIZE_ERROR, f"a frame of {length} bytes (at most {MAX_FRAME})")
-            if len(buffer) - offset < 9 + length:
-                break
-            kind, flags = buffer[offset + 3], buffer[offset + 4]
-            stream = int.from_bytes(buffer[offset + 5 : offset + 9], "big") & 0x7FFFFFFF
-            payload = bytes(buffer[offset + 9 : offset + 9 + length])
-            offset += 9 + length
-            self._frame(kind, flags, stream, payload)
-            if self.transport is None or self.transport.is_closing():
-                break
-        del buffer[:offset]
+    def stopped(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
 
-    def _frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
-        if self.continuing is not None and kind != CONTINUATION:
-            raise ProtocolViolation(PROTOCOL_ERROR, "a header block interrupted before its end")
-        if kind == DATA:
-            self._data(stream_id, flags, payload)
-        elif kind == HEADERS:
-            self._headers(stream_id, flags, payload)
-        elif kind == CONTINUATION:
-            if self.continuing is None or self.continuing[0] != stream_id:
-                raise ProtocolViolation(PROTOCOL_ERROR, "CONTINUATION without its HEADERS")
-            block = self.continuing[2]
-            block += payload
-            if len(block) > MAX_HEADER_BLOCK:
-                raise ProtocolViolation(PROTOCOL_ERROR, f"a header block over {MAX_HEADER_BLOCK} bytes")
-            if flags & END_HEADERS:
-                _, first_flags, _ = self.continuing
-                self.continuing = None
-                self._header_block(stream_id, first_flags, bytes(block))
-        elif kind == SETTINGS:
-            self._settings(flags, payload)
-        elif kind == PING:
-            if len(payload) != 8:
-                raise ProtocolViolation(FRAME_SIZE_ERROR, "a PING of other than 8 bytes")
-            if not flags & ACK:
-                self.write(frame(PING, ACK, 0, payload))
-        elif kind == WINDOW_UPDATE:
-            self._window_update(stream_id, payload)
-        elif kind == RST_STREAM:
-            stream = self.streams.pop(stream_id, None)
-            if stream is not None:
-                self._cancel(stream)
-                self.server.idle_check()
-        elif kind == GOAWAY:
-            self.going_away = True
-            self._close_if_done()
-        elif kind == PUSH_PROMISE:
-            raise ProtocolViolation(PROTOCOL_ERROR, "PUSH_PROMISE from a client")
-        # PRIORITY and unknown frame types are ignored, as the protocol asks
+    def on_ping(self, payload: bytes) -> None:
+        self.write(frame(PING, ACK, 0, payload))
 
-    def _settings(self, flags: int, payload: bytes) -> None:
-        if flags & ACK:
-            return
-        if len(payload) % 6:
-            raise ProtocolViolation(FRAME_SIZE_ERROR, "a SETTINGS frame not a multiple of 6 bytes")
-        for i in range(0, len(payload), 6):
-            key, value = struct.unpack_from(">HI", payload, i)
+    def on_reset(self, stream_id: int) -> None:
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None:
+            self._cancel(stream)
+            self.server.idle_check()
+
+    def on_goaway(self) -> None:
+        self.going_away = True
+        self._close_if_done()
+
+    def on_settings(self, settings: list[tuple[int, int]]) -> None:
+        for key, value in settings:
             if key == SETTINGS_INITIAL_WINDOW_SIZE:
                 if value > 2**31 - 1:
                     raise ProtocolViolation(FLOW_CONTROL_ERROR, "an initial window over 2^31-1")
@@ -398,35 +169,14 @@ class GrpcConnection(asyncio.Protocol):
         self.write(frame(SETTINGS, ACK, 0))
         self._flush_pending()
 
-    def _window_update(self, stream_id: int, payload: bytes) -> None:
-        if len(payload) != 4:
-            raise ProtocolViolation(FRAME_SIZE_ERROR, "a WINDOW_UPDATE of other than 4 bytes")
-        increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
+    def on_window_update(self, stream_id: int, increment: int) -> None:
         if stream_id == 0:
             self.send_window += increment
         elif (stream := self.streams.get(stream_id)) is not None:
             stream.send_window += increment
         self._flush_pending()
 
-    def _headers(self, stream_id: int, flags: int, payload: bytes) -> None:
-        if stream_id == 0 or stream_id % 2 == 0:
-            raise ProtocolViolation(PROTOCOL_ERROR, f"HEADERS on stream {stream_id} (clients use odd ids)")
-        start, end = 0, len(payload)
-        if flags & PADDED:
-            if not payload:
-                raise ProtocolViolation(PROTOCOL_ERROR, "a padded HEADERS without its pad length")
-            start, end = 1, len(payload) - payload[0]
-        if flags & PRIORITY_FLAG:
-            start += 5
-        if start > end:
-            raise ProtocolViolation(PROTOCOL_ERROR, "HEADERS padding longer than the frame")
-        block = payload[start:end]
-        if flags & END_HEADERS:
-            self._header_block(stream_id, flags, block)
-        else:
-            self.continuing = (stream_id, flags, bytearray(block))
-
-    def _header_block(self, stream_id: int, flags: int, block: bytes) -> None:
+    def on_header_block(self, stream_id: int, flags: int, block: bytes) -> None:
         try:
             headers = self.decoder.decode(block)
         except HPACKError as exc:
@@ -483,22 +233,17 @@ class GrpcConnection(asyncio.Protocol):
             stream.messages = asyncio.Queue()
             stream.task = self.loop.create_task(self._run(stream))
 
-    def _data(self, stream_id: int, flags: int, payload: bytes) -> None:
-        self._consumed(len(payload))
+    def on_data(self, stream_id: int, flags: int, data: bytes, size: int) -> None:
+        self._consumed(size)
         stream = self.streams.get(stream_id)
         if stream is None or stream.closed or stream.remote_ended:
             return  # a stream already answered (an early error) or reset: its data is dropped
         if stream.messages is None:
             # unary: one message, refused from its length prefix when over the limit, so what
             # is buffered stays bounded; the window is given back as it arrives
-            self._give_back(stream, len(payload), flags & END_STREAM)
-        start, end = 0, len(payload)
-        if flags & PADDED:
-            if not payload or payload[0] >= len(payload):
-                raise ProtocolViolation(PROTOCOL_ERROR, "DATA padding longer than the frame")
-            start, end = 1, len(payload) - payload[0]
+            self._give_back(stream, size, flags & END_STREAM)
         if stream.method is not None:
-            stream.buffer += payload[start:end]
+            stream.buffer += data
             self._messages(stream)
         if flags & END_STREAM and not stream.closed:
             self._remote_end(stream)

@@ -83,7 +83,7 @@ class ServedVersion:
         """The configured batch limit, or the plan device's default (GPU plans batch larger)."""
         self.pipelines = pipelines
         self._outputs = {t.name: t for t in pipelines[0].outputs}
-        self._row_sizes: dict[str, tuple[int | None, int, bool]] = {}
+        self._row_sizes = {name: self._row_size(name) for name in self._outputs}  # asked per request
         self.plan: Plan = pipelines[0].runner.plan
         self.cache = ResponseCache(config.cache_bytes) if config.cache_bytes else None
         bound = metrics.bind(name, self.version, runtime=self.plan.runtime, provider=self.provider,
@@ -160,10 +160,7 @@ class ServedVersion:
         ``itemsize`` per element in binary, 2 per element in JSON (a digit and a comma)."""
         total = 0
         for out in work.outputs:
-            known = self._row_sizes.get(out.name)
-            if known is None:
-                known = self._row_sizes[out.name] = self._row_size(out.name)
-            elements, itemsize, batched = known
+            elements, itemsize, batched = self._row_sizes.get(out.name, (None, 0, False))
             if elements is None:
                 continue
             per_row = out.classification if out.classification else elements
@@ -172,15 +169,11 @@ class ServedVersion:
         return total
 
     def _row_size(self, name: str) -> tuple[int | None, int, bool]:
-        """An output's elements per row (None: BYTES, unknown, or a size only the run tells),
-        its binary item size, and whether it has a batch axis (kept per output: it is
-        asked for every request)."""
-        meta = self._outputs.get(name)
-        if meta is None or meta.datatype == "BYTES":
-            return None, 0, False
-        axis = self.pipelines[0].batch_axes.get(name, 0)
+        """An output's elements per row (None: BYTES, or a size only the run tells), its binary
+        item size, and whether it has a batch axis."""
+        meta, axis = self._outputs[name], self.pipelines[0].batch_axes.get(name, 0)
         dims = [d for j, d in enumerate(meta.shape) if j != axis]
-        if any(d < 0 for d in dims):
+        if meta.datatype == "BYTES" or any(d < 0 for d in dims):
             return None, 0, False
         return int(np.prod(dims, dtype=np.int64)), DATATYPES[meta.datatype].itemsize, axis is not None
 

@@ -20,16 +20,9 @@ import hpack
 import pytest
 from tritonclient.grpc import service_pb2
 
-from inferno.serving.grpc_transport import (
-    GOAWAY,
-    PREFACE,
-    GrpcServer,
-    HeaderDecoder,
-    _percent,
-    frame,
-    methods,
-    parse_timeout,
-)
+from inferno.serving.grpc_call import methods, parse_timeout, percent_encoded
+from inferno.serving.grpc_transport import GrpcServer
+from inferno.serving.http2 import GOAWAY, PREFACE, HeaderDecoder, frame
 
 SERVICE = "/inference.GRPCInferenceService/"
 LIMIT = 4 * 2**20
@@ -110,8 +103,8 @@ def test_grpc_timeout_units_and_malformed_values() -> None:
 
 
 def test_grpc_message_is_percent_encoded_utf8() -> None:
-    assert _percent("plain text: ok") == b"plain text: ok"
-    assert _percent("100% é\n") == b"100%25 %C3%A9%0A"
+    assert percent_encoded("plain text: ok") == b"plain text: ok"
+    assert percent_encoded("100% é\n") == b"100%25 %C3%A9%0A"
 
 
 def test_the_decoder_cache_answers_as_a_plain_decoder_does_through_table_changes() -> None:
