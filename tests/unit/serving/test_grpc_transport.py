@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import grpc
@@ -88,6 +88,13 @@ def _request(model: str, payload: bytes = b"x", id: str = "1") -> Any:
     request = service_pb2.ModelInferRequest(model_name=model, id=id)
     request.raw_input_contents.append(payload)
     return request
+
+
+async def _refused(call: Awaitable[Any]) -> tuple[grpc.StatusCode, str]:
+    """The status a call that must fail ended with."""
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call
+    return info.value.code(), info.value.details()
 
 
 # -- pure parts ---------------------------------------------------------------------------------
@@ -170,16 +177,13 @@ def test_unknown_method_compression_and_oversized_messages_are_refused_by_status
     async def test(server: GrpcServer, port: int, echo: Echo) -> None:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             missing = channel.unary_unary(SERVICE + "NoSuchRpc", request_serializer=None, response_deserializer=None)
-            with pytest.raises(grpc.aio.AioRpcError) as info:
-                await missing(b"")
-            assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED and "NoSuchRpc" in info.value.details()
-            with pytest.raises(grpc.aio.AioRpcError) as big:
-                await _infer(channel)(_request("m", b"\x01" * (LIMIT + 1)))
-            assert big.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert str(LIMIT) in big.value.details()
-            with pytest.raises(grpc.aio.AioRpcError) as gzip:
-                await _infer(channel)(_request("m", b"\x01" * 4096), compression=grpc.Compression.Gzip)
-            assert gzip.value.code() == grpc.StatusCode.UNIMPLEMENTED and "compressed" in gzip.value.details()
+            assert await _refused(missing(b"")) == (grpc.StatusCode.UNIMPLEMENTED, "Method not found: "
+                                                    + SERVICE + "NoSuchRpc")
+            code, details = await _refused(_infer(channel)(_request("m", b"\x01" * (LIMIT + 1))))
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and str(LIMIT) in details
+            code, details = await _refused(_infer(channel)(_request("m", b"\x01" * 4096),
+                                                           compression=grpc.Compression.Gzip))
+            assert code == grpc.StatusCode.UNIMPLEMENTED and "compressed" in details
             assert (await _infer(channel)(_request("m"))).model_name == "m"
 
     _serve(test)
@@ -189,9 +193,8 @@ def test_a_message_that_does_not_parse_is_internal_with_the_reason() -> None:
     async def test(server: GrpcServer, port: int, echo: Echo) -> None:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             raw = channel.unary_unary(SERVICE + "ModelInfer", request_serializer=None, response_deserializer=None)
-            with pytest.raises(grpc.aio.AioRpcError) as info:
-                await raw(b"\xff\xff\xff")
-            assert info.value.code() == grpc.StatusCode.INTERNAL and "parse" in info.value.details()
+            code, details = await _refused(raw(b"\xff\xff\xff"))
+            assert code == grpc.StatusCode.INTERNAL and "parse" in details
             stream = channel.stream_stream(SERVICE + "ModelStreamInfer", request_serializer=None,
                                            response_deserializer=None)
             with pytest.raises(grpc.aio.AioRpcError) as streamed:
