@@ -8,6 +8,7 @@ holds no queue, cache or monitor: those stay in the ingress, which sees every re
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,17 @@ class ModelReplica:
         """Ray's name of the replica's actor (``SERVE_REPLICA::<app>#<deployment>#<id>``)."""
         self.replica = self.actor.rsplit("#", 1)[-1] or context.get_actor_id() or f"pid {os.getpid()}"
         """Its short id, as Serve's logs and ``/metrics`` name it."""
+        self._one_at_a_time = threading.Lock()
+        """Serve runs sync methods in a thread pool (RAY_SERVE_RUN_SYNC_IN_THREADPOOL, on by
+        default), so the two batches ``max_ongoing_requests`` lets in would run at once on
+        the CPUs reserved for one: one runs, the next one's transfer overlaps it."""
 
     def run(self, feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray], str, float]:
         """One runtime call: the outputs in signature order, who ran them and in how many seconds."""
-        started = time.perf_counter()
-        outputs = self.runner.runtime.run(feeds)
-        return outputs, self.replica, time.perf_counter() - started
+        with self._one_at_a_time:
+            started = time.perf_counter()
+            outputs = self.runner.runtime.run(feeds)
+            return outputs, self.replica, time.perf_counter() - started
 
     def describe(self) -> dict[str, Any]:
         """What the ingress needs of the loaded runtime, and who answered."""
