@@ -241,14 +241,14 @@ class GrpcConnection(FrameReader, asyncio.Protocol):
         if stream.messages is None:
             # unary: one message, refused from its length prefix when over the limit, so what
             # is buffered stays bounded; the window is given back as it arrives
-            self._give_back(stream, size, flags & END_STREAM)
+            self._give_back(stream, size, bool(flags & END_STREAM))
         if stream.method is not None:
             stream.buffer += data
             self._messages(stream)
         if flags & END_STREAM and not stream.closed:
             self._remote_end(stream)
 
-    def _give_back(self, stream: Stream, size: int, ended: int = 0) -> None:
+    def _give_back(self, stream: Stream, size: int, ended: bool = False) -> None:
         """Return ``size`` bytes of the stream's window (in steps of a quarter window)."""
         stream.unacked += size
         if stream.unacked >= RECEIVE_WINDOW // 4 and not ended and not stream.closed:
@@ -277,7 +277,7 @@ class GrpcConnection(FrameReader, asyncio.Protocol):
                 return
             if len(buffer) < 5 + length:
                 return
-            message = bytes(buffer[5 : 5 + length])
+            message = bytes(memoryview(buffer)[5 : 5 + length])  # one copy: a slice of a bytearray is another
             del buffer[: 5 + length]
             if stream.messages is not None:
                 stream.messages.put_nowait(message)
